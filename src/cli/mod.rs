@@ -1,0 +1,29 @@
+//! Sub-commands of the `atomrl` binary. Each lives in its own file with its arguments and `run`.
+
+use clap::{Parser, Subcommand};
+
+pub mod convert;
+pub mod generate;
+
+#[derive(Parser, Debug)]
+#[command(name = "atomrl", version, about = "Joint RL over five atomic coding skills, on one runtime")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate completions for prompts with a model.
+    Generate(generate::GenerateArgs),
+    /// Convert a foreign checkpoint (GGUF) into a Hugging Face directory.
+    #[command(subcommand)]
+    Convert(convert::ConvertCommand),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Convert(cmd) => convert::run(cmd),
+    }
+}

@@ -1,0 +1,1 @@
+//! Importing foreign checkpoint formats into Hugging Face directories.

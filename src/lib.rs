@@ -1,0 +1,12 @@
+//! atomrl: reinforcement learning for LLM coding agents over five atomic skills.
+//!
+//! One runtime does everything: `model` runs the transformer on a `backend`, `rollout` generates
+//! with it, `skills` grade the completions inside the `sandbox`, and `rl` turns rewards into a
+//! GRPO update of the same weights.
+
+pub mod backend;
+pub mod cli;
+pub mod convert;
+pub mod model;
+pub mod rollout;
+pub mod tokenizer;

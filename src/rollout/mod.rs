@@ -1,0 +1,1 @@
+//! Generation: batched prefill and decode with sampling.
