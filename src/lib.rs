@@ -8,5 +8,6 @@ pub mod backend;
 pub mod cli;
 pub mod convert;
 pub mod model;
+pub mod rl;
 pub mod rollout;
 pub mod tokenizer;

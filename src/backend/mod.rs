@@ -84,6 +84,118 @@ pub struct CausalAttn<'a, B: Backend + ?Sized> {
     pub cu_seqlens: &'a B::Index,
 }
 
+/// How the policy-gradient objective turns log-probabilities into a loss (the per-token part;
+/// how tokens are weighted into one number is the caller's `weights`, see `rl::objective`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PolicyLossParams {
+    /// Divides the logits before the log-softmax (the sampling temperature).
+    pub temperature: f32,
+    /// The ratio is clipped to `[1 - clip_low, 1 + clip_high]` (clip-higher when they differ).
+    pub clip_low: f32,
+    pub clip_high: f32,
+    /// Dual-clip constant `c > 1`: for negative advantages the loss is capped at `-A * c`.
+    pub dual_clip: Option<f32>,
+    /// Weight of the KL penalty to the reference policy (ignored without `ref_logp`).
+    pub kl_coef: f32,
+    pub kl_estimator: KlEstimator,
+    /// Truncated importance sampling: the loss of each token is multiplied by
+    /// `min(exp(old_logp - rollout_logp), cap)` (ignored without `rollout_logp`).
+    pub tis_cap: Option<f32>,
+}
+
+/// Estimators of `KL(policy || reference)` from one sample, with `d = ref_logp - logp`
+/// (Schulman's k1, k2, k3): `-d`, `d²/2`, `exp(d) - d - 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KlEstimator {
+    K1,
+    K2,
+    K3,
+}
+
+/// The rows a token-level loss reads: hidden states (`[rows, dim]`, after the final norm), the
+/// output head (`[vocab, dim]`), the target token of each row and the row's weight in the loss.
+/// Rows of weight 0 are skipped (their log-prob is written as 0). The logits are formed `chunk`
+/// active rows at a time, so `[rows, vocab]` never exists whole.
+pub struct LossRows<'a, B: Backend + ?Sized> {
+    pub rows: usize,
+    pub dim: usize,
+    pub vocab: usize,
+    pub chunk: usize,
+    pub hidden: &'a B::Tensor,
+    pub head: &'a B::Tensor,
+    pub targets: &'a B::Index,
+    pub weights: &'a B::Tensor,
+}
+
+/// Inputs of [`Backend::policy_loss`], per row: the advantage, the log-prob under the policy
+/// that the ratio is taken against, and optionally under a reference policy (KL penalty) and
+/// under the rollout engine (truncated importance sampling).
+pub struct PolicyLoss<'a, B: Backend + ?Sized> {
+    pub rows: LossRows<'a, B>,
+    pub advantages: &'a B::Tensor,
+    pub old_logp: &'a B::Tensor,
+    pub ref_logp: Option<&'a B::Tensor>,
+    pub rollout_logp: Option<&'a B::Tensor>,
+    pub params: PolicyLossParams,
+}
+
+/// Inputs of [`Backend::cross_entropy`]: `loss = -sum(weights * logp)`.
+pub struct CrossEntropy<'a, B: Backend + ?Sized> {
+    pub rows: LossRows<'a, B>,
+    pub temperature: f32,
+}
+
+/// Where a loss op writes its gradients: `d_hidden` (`[rows, dim]`) is overwritten, `d_head`
+/// (`[vocab, dim]`) accumulated into.
+pub struct LossGrads<'a, B: Backend + ?Sized> {
+    pub d_hidden: &'a mut B::Tensor,
+    pub d_head: &'a mut B::Tensor,
+}
+
+/// Slots of the statistics a loss op writes (`[LOSS_STATS]`). Everything except `Loss` and the
+/// ratio extremes is a sum over the active rows, so micro-batches combine by addition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossStat {
+    /// `sum(weights * per-token loss)`: the loss itself when the weights are normalised.
+    Loss,
+    /// Active rows (weight ≠ 0).
+    Tokens,
+    /// Tokens where the clipped branch is active below (`A < 0`) and above (`A > 0`).
+    ClipLow,
+    ClipHigh,
+    /// Tokens capped by the dual clip.
+    DualClip,
+    /// Sum of the KL estimate to the reference.
+    Kl,
+    /// Sum of the entropy of the tempered distribution.
+    Entropy,
+    RatioSum,
+    RatioMin,
+    RatioMax,
+    /// Sum of the truncated importance weights, tokens where the cap applied, and the k3
+    /// estimate of `KL(rollout || old)` (the rollout/trainer mismatch).
+    TisWeight,
+    TisCapped,
+    Mismatch,
+}
+
+pub const LOSS_STATS: usize = 13;
+
+/// One AdamW step with PyTorch semantics (decoupled weight decay, bias correction) over one
+/// parameter; the gradient is multiplied by `grad_scale` first (global-norm clipping).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step count, for bias correction.
+    pub step: u64,
+    pub grad_scale: f32,
+}
+
 /// The op set. Every op writes its outputs into buffers the caller owns, so the model decides
 /// what lives how long; every op returns `Result` because a GPU launch can fail.
 pub trait Backend: Send + Sync + 'static {
@@ -106,18 +218,28 @@ pub trait Backend: Send + Sync + 'static {
     // ---- forward ops
     /// `out[t,:] = table[ids[t],:]`.
     fn embedding(&self, out: &mut Self::Tensor, table: &Self::Tensor, ids: &Self::Index, rows: usize, dim: usize) -> Result<()>;
+    /// Gradient of [`Backend::embedding`]: `d_table[ids[t],:] += d_out[t,:]`.
+    fn embedding_backward(&self, d_table: &mut Self::Tensor, d_out: &Self::Tensor, ids: &Self::Index, rows: usize, dim: usize) -> Result<()>;
     /// `out = x / rms(x) * weight`, row by row.
     fn rms_norm(&self, out: &mut Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()>;
+    /// Gradient of [`Backend::rms_norm`] given `d_out`: `dx += ∂/∂x`, `d_weight += ∂/∂weight`.
+    fn rms_norm_backward(&self, dx: &mut Self::Tensor, d_weight: &mut Self::Tensor, d_out: &Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()>;
     /// Matrix product, see [`Gemm`].
     fn gemm(&self, out: &mut Self::Tensor, a: &Self::Tensor, b: &Self::Tensor, g: Gemm) -> Result<()>;
     /// `x[r,:] += bias` for each row.
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Tensor, rows: usize, dim: usize) -> Result<()>;
+    /// Gradient of [`Backend::add_bias`]: `d_bias += ` the column sums of `dx` (`[rows, dim]`).
+    fn add_bias_backward(&self, d_bias: &mut Self::Tensor, dx: &Self::Tensor, rows: usize, dim: usize) -> Result<()>;
     /// `acc += x`, elementwise.
     fn add(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
     /// Rotates `x` (`[rows, n_heads*head_dim]`) in place by each row's position.
     fn rope(&self, x: &mut Self::Tensor, positions: &Self::Index, r: Rope) -> Result<()>;
+    /// Gradient of [`Backend::rope`]: rotates `dx` in place by each row's negative angle.
+    fn rope_backward(&self, dx: &mut Self::Tensor, positions: &Self::Index, r: Rope) -> Result<()>;
     /// `out = silu(gate) * up`, elementwise.
     fn swiglu(&self, out: &mut Self::Tensor, gate: &Self::Tensor, up: &Self::Tensor) -> Result<()>;
+    /// Gradient of [`Backend::swiglu`]: writes `d_gate` and `d_up`.
+    fn swiglu_backward(&self, d_gate: &mut Self::Tensor, d_up: &mut Self::Tensor, d_out: &Self::Tensor, gate: &Self::Tensor, up: &Self::Tensor) -> Result<()>;
     /// Writes `k`, `v` rows (`[rows, kv_dim]`) into cache rows `slots[r]`.
     fn kv_cache_write(&self, k_cache: &mut Self::Tensor, v_cache: &mut Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, slots: &Self::Index, rows: usize, kv_dim: usize) -> Result<()>;
     /// Attention of `q` (`[tokens, q_dim]`) over the paged cache; writes `[tokens, q_dim]`.
@@ -125,4 +247,21 @@ pub trait Backend: Send + Sync + 'static {
     /// Causal attention over packed sequences. Writes `out` (`[tokens, q_dim]`) and the softmax
     /// log-sum-exp per token and head (`[tokens, n_heads]`), which the backward pass reuses.
     fn attention_causal(&self, out: &mut Self::Tensor, lse: &mut Self::Tensor, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, p: &CausalAttn<Self>) -> Result<()>;
+    /// Gradient of [`Backend::attention_causal`] from its inputs, its output `out` and `lse`:
+    /// writes `dq` (`[tokens, q_dim]`), `dk` and `dv` (`[tokens, kv_dim]`).
+    fn attention_causal_backward(&self, dq: &mut Self::Tensor, dk: &mut Self::Tensor, dv: &mut Self::Tensor, d_out: &Self::Tensor, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, out: &Self::Tensor, lse: &Self::Tensor, p: &CausalAttn<Self>) -> Result<()>;
+
+    // ---- losses (chunked over rows: the `[rows, vocab]` logits never exist whole)
+    /// The clipped policy-gradient objective with optional KL penalty and truncated importance
+    /// weights. Writes each row's log-prob (`[rows]`) and the statistics (`[LOSS_STATS]`, see
+    /// [`LossStat`]); with `grads`, also the gradient of `Loss`.
+    fn policy_loss(&self, logp: &mut Self::Tensor, stats: &mut Self::Tensor, grads: Option<LossGrads<Self>>, p: &PolicyLoss<Self>) -> Result<()>;
+    /// Weighted next-token cross-entropy, `-sum(weights * logp)`, with the same outputs.
+    fn cross_entropy(&self, logp: &mut Self::Tensor, stats: &mut Self::Tensor, grads: Option<LossGrads<Self>>, p: &CrossEntropy<Self>) -> Result<()>;
+
+    // ---- optimizer
+    /// `acc[0] += sum(x²)` (for the global gradient norm without a sync per parameter).
+    fn sum_squares(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
+    /// One AdamW step over one parameter and its moments, see [`AdamW`].
+    fn adamw(&self, param: &mut Self::Tensor, grad: &Self::Tensor, m: &mut Self::Tensor, v: &mut Self::Tensor, p: AdamW) -> Result<()>;
 }

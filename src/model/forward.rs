@@ -31,9 +31,9 @@ enum Attn<'a, B: Backend> {
 pub struct LayerActs<B: Backend> {
     /// The residual stream entering the layer.
     pub x_in: B::Tensor,
-    /// q and k after bias, before the q/k norm (equal to `q`/`k` pre-RoPE when there is none).
-    pub q_pre: B::Tensor,
-    pub k_pre: B::Tensor,
+    /// q and k after bias, before the per-head q/k norm (only for families that have one).
+    pub q_pre: Option<B::Tensor>,
+    pub k_pre: Option<B::Tensor>,
     /// q and k as attention saw them (after norm and RoPE), and v.
     pub q: B::Tensor,
     pub k: B::Tensor,
@@ -47,13 +47,53 @@ pub struct LayerActs<B: Backend> {
     pub up: B::Tensor,
 }
 
+/// A layer's saved state: all its activations, or only its input, from which the backward pass
+/// recomputes them (activation checkpointing: one more layer forward for far less memory).
+pub enum SavedLayer<B: Backend> {
+    Acts(LayerActs<B>),
+    Input(B::Tensor),
+}
+
+/// Which layers keep only their input and recompute their activations in the backward pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Recompute {
+    /// Keep every activation (fastest, most memory).
+    #[default]
+    Never,
+    /// Recompute every layer.
+    Always,
+    /// Recompute the layers whose index is listed.
+    Layers(Vec<usize>),
+}
+
+impl Recompute {
+    pub fn layer(&self, idx: usize) -> bool {
+        match self {
+            Recompute::Never => false,
+            Recompute::Always => true,
+            Recompute::Layers(l) => l.contains(&idx),
+        }
+    }
+}
+
+/// The packed batch as the backend sees it, kept for the backward pass.
+pub struct PackedBatch<B: Backend> {
+    pub tokens: usize,
+    pub n_seqs: usize,
+    pub ids: B::Index,
+    pub positions: B::Index,
+    pub cu_seqlens: B::Index,
+}
+
 /// What [`Model::forward_train`] returns.
 pub struct TrainForward<B: Backend> {
     /// Final hidden states after the last norm, `[tokens, hidden]`.
     pub hidden: B::Tensor,
     /// The residual stream before the final norm.
     pub x_final: B::Tensor,
-    pub layers: Vec<LayerActs<B>>,
+    /// One entry per layer when activations were saved, else empty.
+    pub layers: Vec<SavedLayer<B>>,
+    pub batch: PackedBatch<B>,
 }
 
 /// Work buffers for one forward call, reused across layers.
@@ -85,7 +125,7 @@ impl<B: Backend> Scratch<B> {
     }
 }
 
-fn clone_tensor<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
+pub(crate) fn clone_tensor<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
     let n = be.len(t);
     let mut out = be.zeros(n)?;
     be.copy(&mut out, 0, t, 0, n)?;
@@ -110,11 +150,11 @@ impl<B: Backend> Model<B> {
         self.weights.try_map(|w| be.to_f32(w))
     }
 
-    fn layer(&self, be: &B, idx: usize, x: &mut B::Tensor, s: &mut Scratch<B>, t: usize, positions: &B::Index, attn: &mut Attn<B>, save: Option<&mut Vec<LayerActs<B>>>) -> Result<()> {
+    fn layer(&self, be: &B, idx: usize, x: &mut B::Tensor, s: &mut Scratch<B>, t: usize, positions: &B::Index, attn: &mut Attn<B>, save: bool) -> Result<Option<LayerActs<B>>> {
         let c = &self.config;
         let l = &self.weights.layers[idx];
         let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
-        let x_in = if save.is_some() { Some(clone_tensor(be, x)?) } else { None };
+        let x_in = if save { Some(clone_tensor(be, x)?) } else { None };
 
         be.rms_norm(&mut s.h, x, &l.input_norm, t, d, c.rms_norm_eps)?;
         be.gemm(&mut s.q, &s.h, &l.q_proj, Gemm::linear(t, qd, d))?;
@@ -125,7 +165,7 @@ impl<B: Backend> Model<B> {
             be.add_bias(&mut s.k, kb, t, kvd)?;
             be.add_bias(&mut s.v, vb, t, kvd)?;
         }
-        let pre = if save.is_some() { Some((clone_tensor(be, &s.q)?, clone_tensor(be, &s.k)?)) } else { None };
+        let pre = if save && c.qk_norm { Some((clone_tensor(be, &s.q)?, clone_tensor(be, &s.k)?)) } else { None };
         if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
             // Per-head RMSNorm is a row-wise RMSNorm over rows of `head_dim`.
             let (q_raw, k_raw) = (clone_tensor(be, &s.q)?, clone_tensor(be, &s.k)?);
@@ -144,7 +184,7 @@ impl<B: Backend> Model<B> {
         }
         be.gemm(&mut s.o, &s.attn, &l.o_proj, Gemm::linear(t, d, qd))?;
         be.add(x, &s.o)?;
-        let x_mid = if save.is_some() { Some(clone_tensor(be, x)?) } else { None };
+        let x_mid = if save { Some(clone_tensor(be, x)?) } else { None };
 
         be.rms_norm(&mut s.h, x, &l.post_norm, t, d, c.rms_norm_eps)?;
         be.gemm(&mut s.gate, &s.h, &l.gate_proj, Gemm::linear(t, f, d))?;
@@ -154,22 +194,21 @@ impl<B: Backend> Model<B> {
         be.gemm(&mut s.o, &act, &l.down_proj, Gemm::linear(t, d, f))?;
         be.add(x, &s.o)?;
 
-        if let (Some(acts), Some(x_in), Some((q_pre, k_pre)), Some(x_mid)) = (save, x_in, pre, x_mid) {
-            acts.push(LayerActs {
-                x_in,
-                q_pre,
-                k_pre,
-                q: clone_tensor(be, &s.q)?,
-                k: clone_tensor(be, &s.k)?,
-                v: clone_tensor(be, &s.v)?,
-                attn: clone_tensor(be, &s.attn)?,
-                lse: clone_tensor(be, &s.lse)?,
-                x_mid,
-                gate: clone_tensor(be, &s.gate)?,
-                up: clone_tensor(be, &s.up)?,
-            });
-        }
-        Ok(())
+        let (Some(x_in), Some(x_mid)) = (x_in, x_mid) else { return Ok(None) };
+        let (q_pre, k_pre) = pre.unzip();
+        Ok(Some(LayerActs {
+            x_in,
+            q_pre,
+            k_pre,
+            q: clone_tensor(be, &s.q)?,
+            k: clone_tensor(be, &s.k)?,
+            v: clone_tensor(be, &s.v)?,
+            attn: clone_tensor(be, &s.attn)?,
+            lse: clone_tensor(be, &s.lse)?,
+            x_mid,
+            gate: clone_tensor(be, &s.gate)?,
+            up: clone_tensor(be, &s.up)?,
+        }))
     }
 
     fn embed(&self, be: &B, tokens: &[u32]) -> Result<B::Tensor> {
@@ -210,7 +249,7 @@ impl<B: Backend> Model<B> {
         for idx in 0..c.num_layers {
             let meta = PagedAttn { tokens: t, shape: c.attn_shape(), block_size, max_blocks, positions: &positions, token_seq: &token_seq, block_tables: &tables };
             let mut attn = Attn::Paged { cache: &mut *cache, slots: &slots, meta };
-            self.layer(be, idx, &mut x, &mut s, t, &positions, &mut attn, None)?;
+            self.layer(be, idx, &mut x, &mut s, t, &positions, &mut attn, false)?;
         }
         let rows: Vec<usize> = if all_logits { (0..t).collect() } else { last_rows };
         self.logits(be, &x, &rows)
@@ -234,6 +273,12 @@ impl<B: Backend> Model<B> {
     /// Runs packed sequences (`cu_seqlens` offsets into `tokens`) with causal attention and
     /// returns the final hidden states; with `save`, also every layer's activations.
     pub fn forward_train(&self, be: &B, tokens: &[u32], cu_seqlens: &[u32], save: bool) -> Result<TrainForward<B>> {
+        let batch = self.pack(be, tokens, cu_seqlens)?;
+        self.forward_packed(be, batch, save.then_some(&Recompute::Never))
+    }
+
+    /// Checks `cu_seqlens` and moves the batch to the backend.
+    pub fn pack(&self, be: &B, tokens: &[u32], cu_seqlens: &[u32]) -> Result<PackedBatch<B>> {
         let c = &self.config;
         let t = tokens.len();
         ensure!(cu_seqlens.first() == Some(&0) && cu_seqlens.last() == Some(&(t as u32)), "cu_seqlens must run from 0 to the token count");
@@ -244,18 +289,39 @@ impl<B: Backend> Model<B> {
             ensure!(len <= c.max_position_embeddings, "sequence of {len} tokens exceeds the model's context of {}", c.max_position_embeddings);
             positions.extend(0..len as u32);
         }
-        let n_seqs = cu_seqlens.len() - 1;
-        let positions = be.index(&positions)?;
-        let cu = be.index(cu_seqlens)?;
-        let mut x = self.embed(be, tokens).context("embedding")?;
+        Ok(PackedBatch { tokens: t, n_seqs: cu_seqlens.len() - 1, ids: be.index(tokens)?, positions: be.index(&positions)?, cu_seqlens: be.index(cu_seqlens)? })
+    }
+
+    /// The training forward over a packed batch. With `save`, keeps what the backward pass
+    /// needs: every activation, or only the input of the layers `save` says to recompute.
+    pub fn forward_packed(&self, be: &B, batch: PackedBatch<B>, save: Option<&Recompute>) -> Result<TrainForward<B>> {
+        let c = &self.config;
+        let t = batch.tokens;
+        let mut x = be.zeros(t * c.hidden_size)?;
+        be.embedding(&mut x, &self.weights.embed, &batch.ids, t, c.hidden_size).context("embedding")?;
         let mut s = Scratch::new(be, c, t)?;
-        let mut acts = save.then(Vec::new);
+        let mut layers = Vec::new();
         for idx in 0..c.num_layers {
-            let meta = CausalAttn { tokens: t, n_seqs, shape: c.attn_shape(), cu_seqlens: &cu };
-            self.layer(be, idx, &mut x, &mut s, t, &positions, &mut Attn::Causal { meta }, acts.as_mut())?;
+            let recompute = save.is_some_and(|r| r.layer(idx));
+            if recompute {
+                layers.push(SavedLayer::Input(clone_tensor(be, &x)?));
+            }
+            let meta = CausalAttn { tokens: t, n_seqs: batch.n_seqs, shape: c.attn_shape(), cu_seqlens: &batch.cu_seqlens };
+            let acts = self.layer(be, idx, &mut x, &mut s, t, &batch.positions, &mut Attn::Causal { meta }, save.is_some() && !recompute)?;
+            layers.extend(acts.map(SavedLayer::Acts));
         }
         let mut hidden = be.zeros(t * c.hidden_size)?;
         be.rms_norm(&mut hidden, &x, &self.weights.norm, t, c.hidden_size, c.rms_norm_eps)?;
-        Ok(TrainForward { hidden, x_final: x, layers: acts.unwrap_or_default() })
+        Ok(TrainForward { hidden, x_final: x, layers, batch })
+    }
+
+    /// Re-runs layer `idx` from its saved input and returns its activations.
+    pub fn recompute_layer(&self, be: &B, idx: usize, x_in: &B::Tensor, batch: &PackedBatch<B>) -> Result<LayerActs<B>> {
+        let t = batch.tokens;
+        let mut x = clone_tensor(be, x_in)?;
+        let mut s = Scratch::new(be, &self.config, t)?;
+        let meta = CausalAttn { tokens: t, n_seqs: batch.n_seqs, shape: self.config.attn_shape(), cu_seqlens: &batch.cu_seqlens };
+        let acts = self.layer(be, idx, &mut x, &mut s, t, &batch.positions, &mut Attn::Causal { meta }, true)?;
+        acts.context("layer forward saved no activations")
     }
 }

@@ -1,6 +1,7 @@
 //! The transformer: configuration, parameters, checkpoints, KV cache and the forward pass,
 //! written once against the backend op set.
 
+pub mod backward;
 pub mod checkpoint;
 pub mod config;
 pub mod forward;
@@ -8,6 +9,6 @@ pub mod kv_cache;
 pub mod weights;
 
 pub use config::{Family, ModelConfig};
-pub use forward::Model;
+pub use forward::{Model, PackedBatch, Recompute, TrainForward};
 pub use kv_cache::KvCache;
 pub use weights::{param_infos, ParamInfo, Weights};

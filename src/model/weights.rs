@@ -165,4 +165,9 @@ impl<T> Weights<T> {
     pub fn head(&self) -> &T {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
+
+    /// Mutable twin of [`Weights::head`] (where the head's gradient accumulates).
+    pub fn head_mut(&mut self) -> &mut T {
+        self.lm_head.as_mut().unwrap_or(&mut self.embed)
+    }
 }

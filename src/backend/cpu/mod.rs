@@ -2,12 +2,16 @@
 //! matrix products. It is the specification every CUDA kernel is tested against, so each op is
 //! written the plain way; the functions carry the same names as the kernels in `kernels/`.
 
+mod adamw;
 mod attention;
+mod attention_backward;
+mod backward;
+pub mod loss;
 mod ops;
 
 use anyhow::{ensure, Result};
 
-use super::{Backend, CausalAttn, Gemm, PagedAttn, Rope};
+use super::{AdamW, Backend, CausalAttn, CrossEntropy, Gemm, LossGrads, LossStat, PagedAttn, PolicyLoss, Rope};
 
 /// The CPU backend. Stateless: tensors are plain `Vec<f32>`, indices `Vec<u32>`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,8 +49,16 @@ impl Backend for Cpu {
     fn embedding(&self, out: &mut Vec<f32>, table: &Vec<f32>, ids: &Vec<u32>, rows: usize, dim: usize) -> Result<()> {
         ops::embedding(out, table, ids, rows, dim)
     }
+    fn embedding_backward(&self, d_table: &mut Vec<f32>, d_out: &Vec<f32>, ids: &Vec<u32>, rows: usize, dim: usize) -> Result<()> {
+        backward::embedding_backward(d_table, d_out, ids, rows, dim)
+    }
     fn rms_norm(&self, out: &mut Vec<f32>, x: &Vec<f32>, weight: &Vec<f32>, rows: usize, dim: usize, eps: f32) -> Result<()> {
         ops::rms_norm(out, x, weight, rows, dim, eps);
+        Ok(())
+    }
+    fn rms_norm_backward(&self, dx: &mut Vec<f32>, d_weight: &mut Vec<f32>, d_out: &Vec<f32>, x: &Vec<f32>, weight: &Vec<f32>, rows: usize, dim: usize, eps: f32) -> Result<()> {
+        ensure!(dx.len() >= rows * dim && d_out.len() >= rows * dim && x.len() >= rows * dim && weight.len() == dim && d_weight.len() == dim, "rms_norm_backward: buffers do not fit [{rows}, {dim}]");
+        backward::rms_norm_backward(dx, d_weight, d_out, x, weight, rows, dim, eps);
         Ok(())
     }
     fn gemm(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>, g: Gemm) -> Result<()> {
@@ -54,6 +66,11 @@ impl Backend for Cpu {
     }
     fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, dim: usize) -> Result<()> {
         ops::add_bias(x, bias, rows, dim);
+        Ok(())
+    }
+    fn add_bias_backward(&self, d_bias: &mut Vec<f32>, dx: &Vec<f32>, rows: usize, dim: usize) -> Result<()> {
+        ensure!(d_bias.len() == dim && dx.len() >= rows * dim, "add_bias_backward: buffers do not fit [{rows}, {dim}]");
+        backward::add_bias_backward(d_bias, dx, rows, dim);
         Ok(())
     }
     fn add(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {
@@ -65,8 +82,18 @@ impl Backend for Cpu {
         ops::rope(x, positions, r, 1.0);
         Ok(())
     }
+    fn rope_backward(&self, dx: &mut Vec<f32>, positions: &Vec<u32>, r: Rope) -> Result<()> {
+        ops::rope(dx, positions, r, -1.0);
+        Ok(())
+    }
     fn swiglu(&self, out: &mut Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) -> Result<()> {
         ops::swiglu(out, gate, up);
+        Ok(())
+    }
+    fn swiglu_backward(&self, d_gate: &mut Vec<f32>, d_up: &mut Vec<f32>, d_out: &Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) -> Result<()> {
+        let n = d_out.len();
+        ensure!(d_gate.len() == n && d_up.len() == n && gate.len() == n && up.len() == n, "swiglu_backward: lengths differ");
+        backward::swiglu_backward(d_gate, d_up, d_out, gate, up);
         Ok(())
     }
     fn kv_cache_write(&self, k_cache: &mut Vec<f32>, v_cache: &mut Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, slots: &Vec<u32>, rows: usize, kv_dim: usize) -> Result<()> {
@@ -84,6 +111,56 @@ impl Backend for Cpu {
     }
     fn attention_causal(&self, out: &mut Vec<f32>, lse: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, p: &CausalAttn<Self>) -> Result<()> {
         attention::attention_causal(out, lse, q, k, v, p);
+        Ok(())
+    }
+    fn attention_causal_backward(&self, dq: &mut Vec<f32>, dk: &mut Vec<f32>, dv: &mut Vec<f32>, d_out: &Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, out: &Vec<f32>, lse: &Vec<f32>, p: &CausalAttn<Self>) -> Result<()> {
+        let s = p.shape;
+        ensure!(dq.len() >= p.tokens * s.q_dim() && dk.len() >= p.tokens * s.kv_dim() && dv.len() >= p.tokens * s.kv_dim(), "attention_causal_backward: gradient buffers too small");
+        attention_backward::attention_causal_backward(dq, dk, dv, d_out, q, k, v, out, lse, p);
+        Ok(())
+    }
+
+    fn policy_loss(&self, logp: &mut Vec<f32>, stats: &mut Vec<f32>, grads: Option<LossGrads<Self>>, p: &PolicyLoss<Self>) -> Result<()> {
+        let rows = p.rows.rows;
+        for (name, t) in [("advantages", Some(p.advantages)), ("old_logp", Some(p.old_logp)), ("ref_logp", p.ref_logp), ("rollout_logp", p.rollout_logp)] {
+            if let Some(t) = t {
+                ensure!(t.len() >= rows, "policy_loss: {name} has {} rows, expected {rows}", t.len());
+            }
+        }
+        let hp = p.params;
+        let grads = grads.map(|g| (g.d_hidden, g.d_head));
+        loss::chunked_loss(&p.rows, hp.temperature, logp, stats, grads, |r, lp, _, stats| {
+            let token = loss::PolicyToken {
+                weight: p.rows.weights[r],
+                advantage: p.advantages[r],
+                old_logp: p.old_logp[r],
+                ref_logp: p.ref_logp.map(|x| x[r]),
+                rollout_logp: p.rollout_logp.map(|x| x[r]),
+            };
+            loss::policy_token(lp, &token, &hp, stats)
+        })
+    }
+    fn cross_entropy(&self, logp: &mut Vec<f32>, stats: &mut Vec<f32>, grads: Option<LossGrads<Self>>, p: &CrossEntropy<Self>) -> Result<()> {
+        let grads = grads.map(|g| (g.d_hidden, g.d_head));
+        loss::chunked_loss(&p.rows, p.temperature, logp, stats, grads, |r, lp, _, _| {
+            let w = p.rows.weights[r];
+            loss::RowLoss { loss: -w * lp, dlogp: -w }
+        })?;
+        stats[LossStat::RatioMin as usize] = 1.0;
+        stats[LossStat::RatioMax as usize] = 1.0;
+        Ok(())
+    }
+
+    fn sum_squares(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {
+        ensure!(!acc.is_empty(), "sum_squares: empty accumulator");
+        acc[0] = (acc[0] as f64 + adamw::sum_squares(x)) as f32;
+        Ok(())
+    }
+    fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, p: AdamW) -> Result<()> {
+        let n = param.len();
+        ensure!(grad.len() == n && m.len() == n && v.len() == n, "adamw: parameter, gradient and moments differ in length");
+        ensure!(p.step >= 1, "adamw: steps count from 1");
+        adamw::adamw(param, grad, m, v, p);
         Ok(())
     }
 }

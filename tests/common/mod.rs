@@ -1,0 +1,72 @@
+//! Helpers shared by the training tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use atomrl::model::ModelConfig;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub const FAMILIES: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3"];
+
+/// max |a - b| over max |b| + floor: the whole tensor's error relative to its scale.
+pub fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / (scale + floor)
+}
+
+/// A small deterministic generator for test data (SplitMix64).
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// A tiny config of the given family with random-friendly sizes (odd-ish to catch layout bugs).
+pub fn tiny_config(family: &str, vocab: usize) -> ModelConfig {
+    let extra = match family {
+        "qwen2" => r#""model_type": "qwen2", "tie_word_embeddings": true"#,
+        "qwen3" => r#""model_type": "qwen3", "head_dim": 12, "tie_word_embeddings": true"#,
+        _ => r#""model_type": "llama", "tie_word_embeddings": false"#,
+    };
+    let json = format!(
+        r#"{{ {extra}, "vocab_size": {vocab}, "hidden_size": 24, "intermediate_size": 40, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "max_position_embeddings": 64 }}"#
+    );
+    ModelConfig::from_json(&json).unwrap()
+}
+
+/// Random weights: matrices ~ U(-a, a) with `a = 1/sqrt(fan_in)`, norms near 1, biases small.
+pub fn random_weights(cfg: &ModelConfig, seed: u64) -> atomrl::model::Weights<Vec<f32>> {
+    let mut rng = TestRng(seed);
+    atomrl::model::param_infos(cfg)
+        .try_map(|p| {
+            let n = p.numel();
+            Ok(if p.shape.len() == 1 && p.name.contains("norm") {
+                (0..n).map(|_| 1.0 + 0.2 * rng.uniform()).collect()
+            } else if p.shape.len() == 1 {
+                (0..n).map(|_| 0.1 * rng.uniform()).collect()
+            } else {
+                let a = 1.0 / (p.shape[1] as f32).sqrt();
+                (0..n).map(|_| a * rng.uniform()).collect()
+            })
+        })
+        .unwrap()
+}
