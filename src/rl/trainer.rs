@@ -1,0 +1,173 @@
+//! The trainer core: one optimizer step of the policy-gradient objective over micro-batches of
+//! packed sequences, and saving/resuming the whole training state.
+//!
+//! A step is, per micro-batch: forward (keeping activations or only layer inputs), the chunked
+//! objective (giving `dL/d hidden` and the head's gradient), backward into the shared
+//! gradients; then one AdamW step at the schedule's learning rate. The loss weights are
+//! normalised over all micro-batches of the step, so splitting a batch changes nothing but
+//! memory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, LossGrads};
+use crate::model::{param_infos, Model, ParamInfo, Recompute, Weights};
+
+use super::checkpoint::{self, Checkpoint, TrainerState};
+use super::objective::{loss_weights, next_tokens, policy_loss, LossStats, LossTotals, ObjectiveConfig, PolicyMetrics, PolicyRows};
+use super::optimizer::{AdamWConfig, AdamWState, StepStats};
+use super::schedule::LrSchedule;
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub objective: ObjectiveConfig,
+    pub optimizer: AdamWConfig,
+    pub schedule: LrSchedule,
+    /// Recompute every layer's activations in the backward pass instead of keeping them.
+    pub recompute: bool,
+    pub seed: u64,
+    /// Checkpoints kept in the run directory.
+    pub keep_last: usize,
+}
+
+/// One micro-batch: packed sequences (`cu_seqlens` offsets into `tokens`) and, per row `r`
+/// (which predicts `tokens[r+1]`), whether that target is a completion token.
+#[derive(Clone, Debug, Default)]
+pub struct MicroBatch {
+    pub tokens: Vec<u32>,
+    pub cu_seqlens: Vec<u32>,
+    /// 1 on rows whose target is a completion token, else 0 (always 0 on a sequence's last row).
+    pub mask: Vec<f32>,
+    /// One advantage per sequence.
+    pub advantages: Vec<f32>,
+    /// Per-row log-probs of the policy the ratio is taken against; `None` takes the current
+    /// weights' (on-policy: the ratio starts at 1).
+    pub old_logp: Option<Vec<f32>>,
+    pub ref_logp: Option<Vec<f32>>,
+    /// Per-row log-probs reported by the rollout engine (truncated importance sampling).
+    pub rollout_logp: Option<Vec<f32>>,
+}
+
+/// What one optimizer step reports.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub policy: PolicyMetrics,
+    pub optimizer: StepStats,
+}
+
+/// SplitMix64: a small generator whose whole state is one `u64` (saved in checkpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[0, n)`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+pub struct Trainer<B: Backend> {
+    pub model: Model<B>,
+    pub opt: AdamWState<B>,
+    pub cfg: TrainConfig,
+    pub infos: Weights<ParamInfo>,
+    pub step: u64,
+    pub rng: Rng,
+    pub data_position: u64,
+    /// Per-step records kept in checkpoints (the caller decides what).
+    pub history: serde_json::Value,
+    /// Holds `config.json` and the tokenizer files copied into each checkpoint.
+    pub source_dir: PathBuf,
+}
+
+impl<B: Backend> Trainer<B> {
+    pub fn new(be: &B, model: Model<B>, cfg: TrainConfig, source_dir: &Path) -> Result<Self> {
+        cfg.objective.validate()?;
+        let opt = AdamWState::new(be, &model.weights)?;
+        let infos = param_infos(&model.config);
+        Ok(Trainer { rng: Rng(cfg.seed), model, opt, cfg, infos, step: 0, data_position: 0, history: serde_json::Value::Null, source_dir: source_dir.to_path_buf() })
+    }
+
+    /// One optimizer step over `batches`.
+    pub fn step(&mut self, be: &B, batches: &[MicroBatch]) -> Result<StepReport> {
+        let c = self.model.config.clone();
+        let obj = &self.cfg.objective;
+        let totals = LossTotals::of(batches.iter().map(|b| (&b.mask[..], &b.cu_seqlens[..])));
+        ensure!(totals.tokens > 0, "the batch has no completion tokens");
+        let recompute = if self.cfg.recompute { Recompute::Always } else { Recompute::Never };
+        let mut grads = self.model.zero_grads(be)?;
+        let mut stats = LossStats::default();
+        for (i, b) in batches.iter().enumerate() {
+            let t = b.tokens.len();
+            let n_seqs = b.cu_seqlens.len().saturating_sub(1);
+            ensure!(b.mask.len() == t && b.advantages.len() == n_seqs, "micro-batch {i}: {} mask rows and {} advantages for {t} tokens in {n_seqs} sequences", b.mask.len(), b.advantages.len());
+            let mut advantages = vec![0f32; t];
+            for (s, w) in b.cu_seqlens.windows(2).enumerate() {
+                advantages[w[0] as usize..w[1] as usize].fill(b.advantages[s]);
+            }
+            let batch = self.model.pack(be, &b.tokens, &b.cu_seqlens)?;
+            let fwd = self.model.forward_packed(be, batch, Some(&recompute)).with_context(|| format!("forward of micro-batch {i}"))?;
+            let mut rows = PolicyRows {
+                targets: next_tokens(&b.tokens, &b.cu_seqlens),
+                weights: loss_weights(&b.mask, &b.cu_seqlens, obj.loss_agg, &totals, obj.norm_len),
+                advantages,
+                old_logp: b.old_logp.clone().unwrap_or_default(),
+                ref_logp: b.ref_logp.clone(),
+                rollout_logp: b.rollout_logp.clone(),
+            };
+            let (d, v) = (c.hidden_size, c.vocab_size);
+            if b.old_logp.is_none() {
+                rows.old_logp = vec![0.0; t];
+                rows.old_logp = policy_loss(be, &fwd.hidden, self.model.weights.head(), d, v, &rows, obj, None)?.0;
+            }
+            let mut dh = be.zeros(t * d)?;
+            let grads_out = LossGrads { d_hidden: &mut dh, d_head: grads.head_mut() };
+            let (_, s) = policy_loss(be, &fwd.hidden, self.model.weights.head(), d, v, &rows, obj, Some(grads_out))?;
+            stats.combine(&s);
+            self.model.backward(be, &fwd, &dh, &mut grads).with_context(|| format!("backward of micro-batch {i}"))?;
+        }
+        let lr = self.cfg.schedule.lr_at(self.opt.step + 1);
+        let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr)?;
+        self.step += 1;
+        Ok(StepReport { policy: stats.metrics(), optimizer: opt })
+    }
+
+    /// Writes checkpoint `step_<step>` into `run_dir`. Later checkpoints copy `config.json` and
+    /// the tokenizer files from this one (older ones may be pruned).
+    pub fn save(&mut self, be: &B, run_dir: &Path) -> Result<PathBuf> {
+        let weights = self.model.to_host(be)?;
+        let optimizer = self.opt.to_host(be, &self.infos)?;
+        let state = TrainerState { step: self.step, rng: self.rng.0, data_position: self.data_position, config: serde_json::to_value(&self.cfg)?, history: self.history.clone() };
+        let ckpt = Checkpoint { config: &self.model.config, weights: &weights, source_dir: &self.source_dir, optimizer: &optimizer, state: &state };
+        let dir = checkpoint::save(run_dir, &ckpt, self.cfg.keep_last.max(1))?;
+        self.source_dir = dir.clone();
+        Ok(dir)
+    }
+
+    /// Continues from the newest usable checkpoint in `run_dir` (see [`checkpoint::load_latest`]);
+    /// `None` when there is none. The run configuration comes from the checkpoint; rejected
+    /// newer checkpoints are returned with the trainer.
+    pub fn resume(be: &B, run_dir: &Path) -> Result<Option<(Self, Vec<String>)>> {
+        let Some(l) = checkpoint::load_latest(run_dir)? else { return Ok(None) };
+        let cfg: TrainConfig = serde_json::from_value(l.state.config.clone()).with_context(|| format!("run config in {}", l.dir.display()))?;
+        let model = Model::from_host(be, l.config.clone(), &l.weights)?;
+        let infos = param_infos(&model.config);
+        let opt = AdamWState::from_host(be, &infos, &l.optimizer, l.state.step)?;
+        let trainer = Trainer { model, opt, cfg, infos, step: l.state.step, rng: Rng(l.state.rng), data_position: l.state.data_position, history: l.state.history, source_dir: l.dir.clone() };
+        Ok(Some((trainer, l.rejected)))
+    }
+}
