@@ -26,6 +26,15 @@ impl Lcg {
     }
 }
 
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`; under a loaded
+/// machine, CPU time over the thread count bounds what the step would take alone.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn main() -> anyhow::Result<()> {
     let steps: usize = std::env::var("ATOMRL_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let recompute = if std::env::var("ATOMRL_BENCH_RECOMPUTE").is_ok_and(|v| v == "1") { Recompute::Always } else { Recompute::Never };
@@ -43,7 +52,8 @@ fn main() -> anyhow::Result<()> {
     let cu: Vec<u32> = (0..=n_seqs).map(|s| (s * len) as u32).collect();
     let mask: Vec<f32> = (0..n_seqs * len).map(|r| if r % len >= prompt && r % len < len - 1 { 1.0 } else { 0.0 }).collect();
     let totals = LossTotals::of([(&mask[..], &cu[..])]);
-    let obj = ObjectiveConfig { clip_high: 0.28, kl_coef: 0.0, ..ObjectiveConfig::default() };
+    let chunk_rows = std::env::var("ATOMRL_BENCH_CHUNK").ok().and_then(|s| s.parse().ok());
+    let obj = ObjectiveConfig { clip_high: 0.28, kl_coef: 0.0, chunk_rows, ..ObjectiveConfig::default() };
     let rows = PolicyRows {
         targets: next_tokens(&tokens, &cu),
         weights: loss_weights(&mask, &cu, LossAgg::TokenMean, &totals, None),
@@ -55,10 +65,10 @@ fn main() -> anyhow::Result<()> {
     let mut m = model.zero_grads(&be)?;
     let mut v = model.zero_grads(&be)?;
     println!("atomrl train step, SmolLM2-135M shape ({} params), {n_seqs} x {len} tokens, {} rayon threads, recompute {recompute:?}", cfg.num_params(), rayon::current_num_threads());
-    println!("{:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "step", "fwd s", "loss s", "bwd s", "adamw s", "total s", "tok/s");
+    println!("{:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "step", "fwd s", "loss s", "bwd s", "adamw s", "total s", "cpu s", "tok/s");
     let mut totals_s = Vec::new();
     for step in 1..=steps {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let batch = model.pack(&be, &tokens, &cu)?;
         let fwd = model.forward_packed(&be, batch, Some(&recompute))?;
         let t1 = Instant::now();
@@ -75,9 +85,10 @@ fn main() -> anyhow::Result<()> {
         }
         let t4 = Instant::now();
         let total = (t4 - t0).as_secs_f64();
+        let cpu = cpu_seconds() - c0;
         println!(
-            "{step:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.0}   (loss {:.4})",
-            (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64(), (t4 - t3).as_secs_f64(), total, tokens.len() as f64 / total, stats.metrics().loss
+            "{step:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.2} {:>10.0}   (loss {:.4})",
+            (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64(), (t4 - t3).as_secs_f64(), total, cpu, tokens.len() as f64 / total, stats.metrics().loss
         );
         if step > 1 || steps == 1 {
             totals_s.push(total);

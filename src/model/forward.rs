@@ -165,12 +165,13 @@ impl<B: Backend> Model<B> {
             be.add_bias(&mut s.k, kb, t, kvd)?;
             be.add_bias(&mut s.v, vb, t, kvd)?;
         }
-        let pre = if save && c.qk_norm { Some((clone_tensor(be, &s.q)?, clone_tensor(be, &s.k)?)) } else { None };
+        let mut pre = None;
         if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
             // Per-head RMSNorm is a row-wise RMSNorm over rows of `head_dim`.
             let (q_raw, k_raw) = (clone_tensor(be, &s.q)?, clone_tensor(be, &s.k)?);
             be.rms_norm(&mut s.q, &q_raw, qn, t * c.num_heads, c.head_dim, c.rms_norm_eps)?;
             be.rms_norm(&mut s.k, &k_raw, kn, t * c.num_kv_heads, c.head_dim, c.rms_norm_eps)?;
+            pre = save.then_some((q_raw, k_raw));
         }
         be.rope(&mut s.q, positions, Rope { rows: t, n_heads: c.num_heads, head_dim: c.head_dim, theta: c.rope_theta })?;
         be.rope(&mut s.k, positions, Rope { rows: t, n_heads: c.num_kv_heads, head_dim: c.head_dim, theta: c.rope_theta })?;
@@ -196,18 +197,23 @@ impl<B: Backend> Model<B> {
 
         let (Some(x_in), Some(x_mid)) = (x_in, x_mid) else { return Ok(None) };
         let (q_pre, k_pre) = pre.unzip();
+        // The saved tensors leave the scratch, which gets fresh buffers: no copies.
+        let take = |x: &mut B::Tensor| -> Result<B::Tensor> {
+            let fresh = be.zeros(be.len(x))?;
+            Ok(std::mem::replace(x, fresh))
+        };
         Ok(Some(LayerActs {
             x_in,
             q_pre,
             k_pre,
-            q: clone_tensor(be, &s.q)?,
-            k: clone_tensor(be, &s.k)?,
-            v: clone_tensor(be, &s.v)?,
-            attn: clone_tensor(be, &s.attn)?,
-            lse: clone_tensor(be, &s.lse)?,
+            q: take(&mut s.q)?,
+            k: take(&mut s.k)?,
+            v: take(&mut s.v)?,
+            attn: take(&mut s.attn)?,
+            lse: take(&mut s.lse)?,
             x_mid,
-            gate: clone_tensor(be, &s.gate)?,
-            up: clone_tensor(be, &s.up)?,
+            gate: take(&mut s.gate)?,
+            up: take(&mut s.up)?,
         }))
     }
 

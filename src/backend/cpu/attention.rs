@@ -1,9 +1,11 @@
-//! Attention on the CPU: exact softmax per query, one rayon task per (token, head).
+//! Attention on the CPU: exact softmax. Decoding over the paged cache runs one rayon task per
+//! (token, head); causal attention over packed sequences is blocked and uses matrix products.
 
 use rayon::prelude::*;
 
 use crate::backend::{CausalAttn, PagedAttn};
 
+use super::ops::{fast_exp, gemm_view, View};
 use super::Cpu;
 
 /// Softmax-weighted sum over the keys/values starting at `bases` (offsets into `k`/`v`) for one
@@ -36,28 +38,69 @@ pub fn attention_paged(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f
     });
 }
 
+/// Query rows per block of the causal attention (forward and backward).
+pub const BLOCK: usize = 64;
+
+/// Causal attention over packed sequences, blocked over queries and built from matrix products:
+/// one rayon task per (sequence, key/value head) computes `S = scale·Q·Kᵀ` for a block of query
+/// rows against the keys they can see, the softmax in place, and `O = P·V`. Scratch is
+/// `BLOCK × sequence length` per task.
 pub fn attention_causal(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], p: &CausalAttn<Cpu>) {
     let s = p.shape;
-    let (hd, qd, kvd) = (s.head_dim, s.q_dim(), s.kv_dim());
-    let start = seq_starts(p.cu_seqlens, p.n_seqs, p.tokens);
-    out[..p.tokens * qd]
-        .par_chunks_mut(hd)
-        .zip(lse[..p.tokens * s.n_heads].par_iter_mut())
-        .enumerate()
-        .for_each(|(i, (o, l))| {
-            let (t, h) = (i / s.n_heads, i % s.n_heads);
-            let kvh = h / s.group();
-            let bases = (start[t]..=t).map(move |j| j * kvd + kvh * hd);
-            *l = attend(o, &q[i * hd..(i + 1) * hd], bases, k, v, s.scale);
-        });
-}
-
-/// The first row of each token's sequence, from the `cu_seqlens` offsets.
-pub fn seq_starts(cu_seqlens: &[u32], n_seqs: usize, tokens: usize) -> Vec<usize> {
-    let mut start = vec![0usize; tokens];
-    for w in 0..n_seqs {
-        let (a, b) = (cu_seqlens[w] as usize, cu_seqlens[w + 1] as usize);
-        start[a..b].fill(a);
+    let (hd, qd, kvd, nh, group) = (s.head_dim, s.q_dim(), s.kv_dim(), s.n_heads, s.group());
+    let t = p.tokens;
+    assert!(q.len() >= t * qd && k.len() >= t * kvd && v.len() >= t * kvd && out.len() >= t * qd && lse.len() >= t * nh);
+    let tasks: Vec<(usize, usize, usize)> = (0..p.n_seqs)
+        .flat_map(|sq| {
+            let (a, b) = (p.cu_seqlens[sq] as usize, p.cu_seqlens[sq + 1] as usize);
+            (0..s.n_kv_heads).map(move |kh| (a, b - a, kh))
+        })
+        .filter(|&(_, len, _)| len > 0)
+        .collect();
+    // Per task: the outputs `[len, group, hd]` and log-sum-exps `[len, group]` of its heads.
+    let results: Vec<(usize, usize, usize, Vec<f32>, Vec<f32>)> = tasks
+        .into_par_iter()
+        .map(|(a, len, kh)| {
+            let mut o = vec![0f32; len * group * hd];
+            let mut l = vec![0f32; len * group];
+            let mut prob = vec![0f32; BLOCK * len];
+            let kv = View::rows(k, a * kvd + kh * hd, kvd);
+            let vv = View::rows(v, a * kvd + kh * hd, kvd);
+            for gi in 0..group {
+                let h = kh * group + gi;
+                for i0 in (0..len).step_by(BLOCK) {
+                    let bq = BLOCK.min(len - i0);
+                    let n = i0 + bq;
+                    let qb = View::rows(q, (a + i0) * qd + h * hd, qd);
+                    // SAFETY: q rows a+i0..a+n and k rows a..a+n of this head are in bounds
+                    // (asserted above); prob holds bq rows of stride n <= len.
+                    unsafe { gemm_view(&mut prob, n, bq, n, hd, qb, kv.t(), s.scale, false) };
+                    for r in 0..bq {
+                        let visible = i0 + r + 1;
+                        let row = &mut prob[r * n..(r + 1) * n];
+                        let max = row[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut sum = 0f32;
+                        for x in &mut row[..visible] {
+                            *x = fast_exp(*x - max);
+                            sum += *x;
+                        }
+                        let inv = 1.0 / sum;
+                        row[..visible].iter_mut().for_each(|x| *x *= inv);
+                        row[visible..].fill(0.0);
+                        l[(i0 + r) * group + gi] = max + sum.ln();
+                    }
+                    // SAFETY: o rows i0..i0+bq with stride group·hd are inside o.
+                    unsafe { gemm_view(&mut o[(i0 * group + gi) * hd..], group * hd, bq, hd, n, View::rows(&prob, 0, n), vv, 1.0, false) };
+                }
+            }
+            (a, len, kh, o, l)
+        })
+        .collect();
+    for (a, len, kh, o, l) in results {
+        for r in 0..len {
+            let row = a + r;
+            out[row * qd + kh * group * hd..row * qd + (kh + 1) * group * hd].copy_from_slice(&o[r * group * hd..(r + 1) * group * hd]);
+            lse[row * nh + kh * group..row * nh + (kh + 1) * group].copy_from_slice(&l[r * group..(r + 1) * group]);
+        }
     }
-    start
 }

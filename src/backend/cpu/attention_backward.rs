@@ -16,46 +16,10 @@ use rayon::prelude::*;
 
 use crate::backend::CausalAttn;
 
+use super::ops::{fast_exp, gemm_view, View};
 use super::Cpu;
 
-const BLOCK: usize = 64;
-
-/// A strided view of a row-major matrix for the `gemm` crate.
-#[derive(Clone, Copy)]
-struct View {
-    ptr: *const f32,
-    /// Row stride and column stride, in elements.
-    rs: isize,
-    cs: isize,
-}
-
-impl View {
-    fn rows(data: &[f32], offset: usize, rs: usize) -> Self {
-        View { ptr: data[offset..].as_ptr(), rs: rs as isize, cs: 1 }
-    }
-    fn t(self) -> Self {
-        View { ptr: self.ptr, rs: self.cs, cs: self.rs }
-    }
-}
-
-/// `dst[m,n] = beta·a[m,k]·b[k,n] (+ dst when accumulate)`, single-threaded (the caller is
-/// already one task of many).
-///
-/// # Safety
-/// Every element the shapes and strides address must lie inside the borrowed buffers.
-unsafe fn gemm_view(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, a: View, b: View, beta: f32, accumulate: bool) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    debug_assert!(dst.len() >= (m - 1) * dst_rs + n);
-    gemm::gemm(
-        m, n, k,
-        dst.as_mut_ptr(), 1, dst_rs as isize, accumulate,
-        a.ptr, a.cs, a.rs,
-        b.ptr, b.cs, b.rs,
-        1.0, beta, false, false, false, gemm::Parallelism::None,
-    );
-}
+const BLOCK: usize = super::attention::BLOCK;
 
 /// Gradients of one (sequence, kv head): `dq` as `[len, group, hd]`, `dk`/`dv` as `[len, hd]`.
 struct HeadGrads {
@@ -119,7 +83,7 @@ pub fn attention_causal_backward(dq: &mut [f32], dk: &mut [f32], dv: &mut [f32],
                         let dp = &mut dprob[r * n..(r + 1) * n];
                         let visible = i0 + r + 1;
                         for j in 0..visible {
-                            let pj = (pr[j] - l).exp();
+                            let pj = fast_exp(pr[j] - l);
                             pr[j] = pj;
                             dp[j] = pj * (dp[j] - dl);
                         }

@@ -7,6 +7,8 @@
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
+use super::ops::fast_exp;
+
 /// Rows per block of a deterministic column reduction.
 const REDUCE_ROWS: usize = 64;
 
@@ -65,14 +67,16 @@ pub fn add_bias_backward(d_bias: &mut [f32], dx: &[f32], rows: usize, dim: usize
 
 /// `silu(g) = g·s` with `s = sigmoid(g)`, so `silu'(g) = s·(1 + g·(1 - s))`.
 pub fn swiglu_backward(d_gate: &mut [f32], d_up: &mut [f32], d_out: &[f32], gate: &[f32], up: &[f32]) {
+    const N: usize = 4096;
     d_gate
-        .par_iter_mut()
-        .with_min_len(4096)
-        .zip(d_up.par_iter_mut())
-        .zip(d_out.par_iter().zip(gate.par_iter().zip(up.par_iter())))
+        .par_chunks_mut(N)
+        .zip(d_up.par_chunks_mut(N))
+        .zip(d_out.par_chunks(N).zip(gate.par_chunks(N).zip(up.par_chunks(N))))
         .for_each(|((dg, du), (dy, (g, u)))| {
-            let s = 1.0 / (1.0 + (-g).exp());
-            *dg = dy * u * s * (1.0 + g * (1.0 - s));
-            *du = dy * g * s;
+            for i in 0..dg.len() {
+                let s = 1.0 / (1.0 + fast_exp(-g[i]));
+                dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                du[i] = dy[i] * g[i] * s;
+            }
         });
 }

@@ -12,23 +12,8 @@ use rayon::prelude::*;
 
 use crate::backend::{Gemm, KlEstimator, LossRows, LossStat, PolicyLossParams, LOSS_STATS};
 
-use super::ops::gemm;
+use super::ops::{fast_exp, gemm};
 use super::Cpu;
-
-/// `exp(x)` with a degree-7 polynomial after range reduction: no libm call, so the loops that
-/// use it vectorise. Relative error below 2e-7; inputs below -87 give ~1e-38 instead of 0.
-#[inline(always)]
-pub fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
-}
 
 /// Log-softmax statistics of one row, which now holds `e_j = exp(z_j - max)`.
 #[derive(Clone, Copy, Default)]
@@ -223,20 +208,4 @@ pub fn policy_token(logp: f32, t: &PolicyToken, hp: &PolicyLossParams, stats: &m
     let max = &mut stats[LossStat::RatioMax as usize];
     *max = max.max(ratio);
     RowLoss { loss: t.weight * (pg + hp.kl_coef * kl), dlogp: t.weight * (dpg + hp.kl_coef * dkl) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fast_exp;
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f32;
-        for i in -8700..=8800 {
-            let x = i as f32 * 0.01;
-            let (a, b) = (fast_exp(x), x.exp());
-            worst = worst.max(((a - b) / b).abs());
-        }
-        assert!(worst < 3e-7, "worst relative error {worst}");
-    }
 }
