@@ -72,7 +72,7 @@ fn objective_memory_grows_with_the_chunk_not_the_logits() {
         let chunk_logits = chunk * vocab * 4;
         // One chunk of logits plus small per-chunk and per-row buffers (gemm's packing scratch
         // is bounded by its cache blocking).
-        assert!(extra < chunk_logits + 8 << 20, "chunk {chunk}: {extra} bytes beyond the inputs (chunk logits {chunk_logits})");
+        assert!(extra < chunk_logits + (8 << 20), "chunk {chunk}: {extra} bytes beyond the inputs (chunk logits {chunk_logits})");
         assert!(extra < full_logits / 4, "chunk {chunk}: {extra} bytes vs {full_logits} for whole logits");
         peaks.push(extra);
     }

@@ -223,6 +223,7 @@ pub trait Backend: Send + Sync + 'static {
     /// `out = x / rms(x) * weight`, row by row.
     fn rms_norm(&self, out: &mut Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()>;
     /// Gradient of [`Backend::rms_norm`] given `d_out`: `dx += ∂/∂x`, `d_weight += ∂/∂weight`.
+    #[allow(clippy::too_many_arguments)]
     fn rms_norm_backward(&self, dx: &mut Self::Tensor, d_weight: &mut Self::Tensor, d_out: &Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()>;
     /// Matrix product, see [`Gemm`].
     fn gemm(&self, out: &mut Self::Tensor, a: &Self::Tensor, b: &Self::Tensor, g: Gemm) -> Result<()>;
@@ -249,6 +250,7 @@ pub trait Backend: Send + Sync + 'static {
     fn attention_causal(&self, out: &mut Self::Tensor, lse: &mut Self::Tensor, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, p: &CausalAttn<Self>) -> Result<()>;
     /// Gradient of [`Backend::attention_causal`] from its inputs, its output `out` and `lse`:
     /// writes `dq` (`[tokens, q_dim]`), `dk` and `dv` (`[tokens, kv_dim]`).
+    #[allow(clippy::too_many_arguments)]
     fn attention_causal_backward(&self, dq: &mut Self::Tensor, dk: &mut Self::Tensor, dv: &mut Self::Tensor, d_out: &Self::Tensor, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, out: &Self::Tensor, lse: &Self::Tensor, p: &CausalAttn<Self>) -> Result<()>;
 
     // ---- losses (chunked over rows: the `[rows, vocab]` logits never exist whole)

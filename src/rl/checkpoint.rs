@@ -58,7 +58,7 @@ pub struct Checkpoint<'a> {
     /// Where `config.json` and the tokenizer files are copied from.
     pub source_dir: &'a Path,
     /// Optimizer tensors (name, shape, data).
-    pub optimizer: &'a [(String, Vec<usize>, Vec<f32>)],
+    pub optimizer: &'a [crate::rl::optimizer::NamedTensor],
     pub state: &'a TrainerState,
 }
 

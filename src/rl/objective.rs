@@ -112,8 +112,8 @@ pub fn next_tokens(tokens: &[u32], cu_seqlens: &[u32]) -> Vec<u32> {
     let mut out = vec![0; tokens.len()];
     for w in cu_seqlens.windows(2) {
         let (a, b) = (w[0] as usize, w[1] as usize);
-        for r in a..b.saturating_sub(1) {
-            out[r] = tokens[r + 1];
+        if b > a {
+            out[a..b - 1].copy_from_slice(&tokens[a + 1..b]);
         }
     }
     out

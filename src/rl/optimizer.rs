@@ -32,6 +32,12 @@ impl Default for AdamWConfig {
     }
 }
 
+/// A host tensor with its name and shape.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Host tensors by name: (shape, data).
+pub type HostTensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// What one optimizer step did.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {
@@ -90,7 +96,7 @@ impl<B: Backend> AdamWState<B> {
     }
 
     /// The moments as host tensors named `exp_avg.<param>` and `exp_avg_sq.<param>`.
-    pub fn to_host(&self, be: &B, infos: &Weights<ParamInfo>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn to_host(&self, be: &B, infos: &Weights<ParamInfo>) -> Result<Vec<NamedTensor>> {
         let mut out = Vec::new();
         for (prefix, state) in [("exp_avg", &self.m), ("exp_avg_sq", &self.v)] {
             for (info, t) in infos.zip(state) {
@@ -101,7 +107,7 @@ impl<B: Backend> AdamWState<B> {
     }
 
     /// Rebuilds the state from [`AdamWState::to_host`]'s tensors.
-    pub fn from_host(be: &B, infos: &Weights<ParamInfo>, tensors: &std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>, step: u64) -> Result<Self> {
+    pub fn from_host(be: &B, infos: &Weights<ParamInfo>, tensors: &HostTensors, step: u64) -> Result<Self> {
         let read = |prefix: &str| {
             infos.try_map(|info| {
                 let name = format!("{prefix}.{}", info.name);

@@ -57,8 +57,10 @@ pub fn attention_causal(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], 
         })
         .filter(|&(_, len, _)| len > 0)
         .collect();
-    // Per task: the outputs `[len, group, hd]` and log-sum-exps `[len, group]` of its heads.
-    let results: Vec<(usize, usize, usize, Vec<f32>, Vec<f32>)> = tasks
+    // Per task: first row, length, kv head, then the outputs `[len, group, hd]` and
+    // log-sum-exps `[len, group]` of its query heads.
+    type HeadOut = (usize, usize, usize, Vec<f32>, Vec<f32>);
+    let results: Vec<HeadOut> = tasks
         .into_par_iter()
         .map(|(a, len, kh)| {
             let mut o = vec![0f32; len * group * hd];

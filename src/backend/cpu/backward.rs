@@ -24,6 +24,7 @@ pub fn embedding_backward(d_table: &mut [f32], d_out: &[f32], ids: &[u32], rows:
 
 /// With `y = x·r·w`, `r = 1/sqrt(mean(x²) + eps)` and `g = dy·w`:
 /// `dx = r·g - x·r³·mean(g·x)` and `dw = sum over rows of dy·x·r`.
+#[allow(clippy::too_many_arguments)]
 pub fn rms_norm_backward(dx: &mut [f32], d_weight: &mut [f32], d_out: &[f32], x: &[f32], weight: &[f32], rows: usize, dim: usize, eps: f32) {
     let n = rows * dim;
     let partials: Vec<Vec<f32>> = dx[..n]

@@ -124,6 +124,7 @@ impl View {
 ///
 /// # Safety
 /// Every element the shapes and strides address must lie inside the borrowed buffers.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_view(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, a: View, b: View, beta: f32, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
