@@ -28,11 +28,12 @@ impl Lcg {
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`; under a loaded
 /// machine, CPU time over the thread count bounds what the step would take alone.
-fn cpu_seconds() -> f64 {
+/// Also returns the minor page faults so far (fresh memory touched for the first time).
+fn cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    let fields: Vec<f64> = stat.rsplit(')').next().unwrap_or("").split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    let get = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    ((get(11) + get(12)) / 100.0, get(7))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,14 +66,17 @@ fn main() -> anyhow::Result<()> {
     let mut m = model.zero_grads(&be)?;
     let mut v = model.zero_grads(&be)?;
     println!("atomrl train step, SmolLM2-135M shape ({} params), {n_seqs} x {len} tokens, {} rayon threads, recompute {recompute:?}", cfg.num_params(), rayon::current_num_threads());
-    println!("{:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "step", "fwd s", "loss s", "bwd s", "adamw s", "total s", "cpu s", "tok/s");
+    println!("{:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "step", "fwd s", "loss s", "bwd s", "adamw s", "total s", "cpu s", "faults", "tok/s");
+    let mut grads = model.zero_grads(&be)?;
     let mut totals_s = Vec::new();
     for step in 1..=steps {
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let batch = model.pack(&be, &tokens, &cu)?;
         let fwd = model.forward_packed(&be, batch, Some(&recompute))?;
         let t1 = Instant::now();
-        let mut grads = model.zero_grads(&be)?;
+        for g in grads.visit_mut() {
+            be.fill(g, 0.0)?;
+        }
         let mut dh = be.zeros(tokens.len() * cfg.hidden_size)?;
         let (_, stats) = policy_loss(&be, &fwd.hidden, model.weights.head(), cfg.hidden_size, cfg.vocab_size, &rows, &obj, Some(LossGrads { d_hidden: &mut dh, d_head: grads.head_mut() }))?;
         let t2 = Instant::now();
@@ -85,10 +89,10 @@ fn main() -> anyhow::Result<()> {
         }
         let t4 = Instant::now();
         let total = (t4 - t0).as_secs_f64();
-        let cpu = cpu_seconds() - c0;
+        let (c1, f1) = cpu_seconds();
         println!(
-            "{step:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.2} {:>10.0}   (loss {:.4})",
-            (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64(), (t4 - t3).as_secs_f64(), total, cpu, tokens.len() as f64 / total, stats.metrics().loss
+            "{step:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.2} {:>9.0} {:>10.0}   (loss {:.4})",
+            (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64(), (t4 - t3).as_secs_f64(), total, c1 - c0.0, f1 - c0.1, tokens.len() as f64 / total, stats.metrics().loss
         );
         if step > 1 || steps == 1 {
             totals_s.push(total);

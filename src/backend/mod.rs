@@ -214,6 +214,8 @@ pub trait Backend: Send + Sync + 'static {
     fn len(&self, t: &Self::Tensor) -> usize;
     /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
     fn copy(&self, dst: &mut Self::Tensor, dst_off: usize, src: &Self::Tensor, src_off: usize, len: usize) -> Result<()>;
+    /// Sets every element of `x` to `value` (zeroing gradients kept across steps).
+    fn fill(&self, x: &mut Self::Tensor, value: f32) -> Result<()>;
 
     // ---- forward ops
     /// `out[t,:] = table[ids[t],:]`.

@@ -10,6 +10,7 @@ pub mod loss;
 mod ops;
 
 use anyhow::{ensure, Result};
+use rayon::prelude::*;
 
 use super::{AdamW, Backend, CausalAttn, CrossEntropy, Gemm, LossGrads, LossStat, PagedAttn, PolicyLoss, Rope};
 
@@ -43,6 +44,11 @@ impl Backend for Cpu {
     fn copy(&self, dst: &mut Vec<f32>, dst_off: usize, src: &Vec<f32>, src_off: usize, len: usize) -> Result<()> {
         ensure!(dst_off + len <= dst.len() && src_off + len <= src.len(), "copy out of bounds");
         dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
+        Ok(())
+    }
+
+    fn fill(&self, x: &mut Vec<f32>, value: f32) -> Result<()> {
+        x.par_chunks_mut(1 << 16).for_each(|c| c.fill(value));
         Ok(())
     }
 
