@@ -99,6 +99,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mean = totals_s.iter().sum::<f64>() / totals_s.len() as f64;
-    println!("mean step (excluding the first): {mean:.3} s  (PyTorch transformers f32 eager on a comparable 2-core machine: ~7.2 s)");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?").split_whitespace().nth(1).unwrap_or("?").to_string();
+    println!("mean step (excluding the first): {mean:.3} s, peak resident memory {} MB  (PyTorch transformers f32 eager on a comparable 2-core machine: ~7.2 s)", peak.parse::<f64>().map(|k| format!("{:.0}", k / 1024.0)).unwrap_or(peak));
     Ok(())
 }
