@@ -6,6 +6,7 @@
 //! passed to each op in a small params struct, the way a kernel receives them.
 
 pub mod cpu;
+pub mod cuda;
 
 use anyhow::Result;
 
