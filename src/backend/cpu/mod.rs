@@ -4,10 +4,11 @@
 
 mod attention;
 mod ops;
+mod sampling;
 
 use anyhow::{ensure, Result};
 
-use super::{Backend, CausalAttn, Gemm, PagedAttn, Rope};
+use super::{Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams, Sampled};
 
 /// The CPU backend. Stateless: tensors are plain `Vec<f32>`, indices `Vec<u32>`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -85,5 +86,9 @@ impl Backend for Cpu {
     fn attention_causal(&self, out: &mut Vec<f32>, lse: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, p: &CausalAttn<Self>) -> Result<()> {
         attention::attention_causal(out, lse, q, k, v, p);
         Ok(())
+    }
+    fn sample(&self, logits: &Vec<f32>, vocab: usize, params: &[SampleParams]) -> Result<Vec<Sampled>> {
+        ensure!(logits.len() >= params.len() * vocab, "sample: {} logits for {} rows of {vocab}", logits.len(), params.len());
+        Ok(sampling::sample(logits, vocab, params))
     }
 }
