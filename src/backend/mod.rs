@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod philox;
 
 use anyhow::Result;
 
@@ -85,6 +86,32 @@ pub struct CausalAttn<'a, B: Backend + ?Sized> {
     pub cu_seqlens: &'a B::Index,
 }
 
+/// How to draw one row's next token. See `cpu/sampling.rs` for the exact semantics, which the
+/// sampling kernel reproduces draw for draw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleParams {
+    /// 0 means greedy (argmax, lowest index on ties).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 keeps all.
+    pub top_k: u32,
+    /// Keep the smallest most-likely set with this much of the mass; 1 keeps all.
+    pub top_p: f32,
+    /// Keep tokens at least this fraction as likely as the most likely one; 0 keeps all.
+    pub min_p: f32,
+    pub seed: u64,
+    /// The random stream (the sequence's id) and the token index within it: the Philox counter.
+    pub stream: u32,
+    pub step: u32,
+}
+
+/// A drawn token and its log-probability under the tempered, unfiltered distribution (the
+/// quantity the policy-gradient objective recomputes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprob: f32,
+}
+
 /// The op set. Every op writes its outputs into buffers the caller owns, so the model decides
 /// what lives how long; every op returns `Result` because a GPU launch can fail.
 pub trait Backend: Send + Sync + 'static {
@@ -126,4 +153,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Causal attention over packed sequences. Writes `out` (`[tokens, q_dim]`) and the softmax
     /// log-sum-exp per token and head (`[tokens, n_heads]`), which the backward pass reuses.
     fn attention_causal(&self, out: &mut Self::Tensor, lse: &mut Self::Tensor, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, p: &CausalAttn<Self>) -> Result<()>;
+    /// Draws one token per row of `logits` (`[rows, vocab]`, `rows = params.len()`).
+    fn sample(&self, logits: &Self::Tensor, vocab: usize, params: &[SampleParams]) -> Result<Vec<Sampled>>;
 }

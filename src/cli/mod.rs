@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod convert;
+pub mod device;
 pub mod generate;
 
 #[derive(Parser, Debug)]

@@ -1,0 +1,261 @@
+//! The forward pass, written once against the backend op set.
+//!
+//! Two entry points share the layer code: [`Model::forward_cached`] appends new tokens of many
+//! sequences to the paged KV cache and attends over it (prefill and decode are the same call),
+//! and [`Model::forward_train`] runs packed sequences with causal attention and keeps what the
+//! backward pass needs.
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::backend::{Backend, CausalAttn, Gemm, PagedAttn, Rope};
+
+use super::checkpoint::load_weights;
+use super::config::ModelConfig;
+use super::kv_cache::{KvCache, SeqId};
+use super::weights::Weights;
+
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    pub weights: Weights<B::Tensor>,
+}
+
+/// Which attention a layer runs.
+enum Attn<'a, B: Backend> {
+    Paged { cache: &'a mut KvCache<B>, slots: &'a B::Index, meta: PagedAttn<'a, B> },
+    Causal { meta: CausalAttn<'a, B> },
+}
+
+/// What one layer's forward keeps for the backward pass (`[tokens, width]` each).
+pub struct LayerActs<B: Backend> {
+    /// The residual stream entering the layer.
+    pub x_in: B::Tensor,
+    /// q and k after bias, before the q/k norm (equal to `q`/`k` pre-RoPE when there is none).
+    pub q_pre: B::Tensor,
+    pub k_pre: B::Tensor,
+    /// q and k as attention saw them (after norm and RoPE), and v.
+    pub q: B::Tensor,
+    pub k: B::Tensor,
+    pub v: B::Tensor,
+    pub attn: B::Tensor,
+    /// Softmax log-sum-exp per token and head.
+    pub lse: B::Tensor,
+    /// The residual stream after attention.
+    pub x_mid: B::Tensor,
+    pub gate: B::Tensor,
+    pub up: B::Tensor,
+}
+
+/// What [`Model::forward_train`] returns.
+pub struct TrainForward<B: Backend> {
+    /// Final hidden states after the last norm, `[tokens, hidden]`.
+    pub hidden: B::Tensor,
+    /// The residual stream before the final norm.
+    pub x_final: B::Tensor,
+    pub layers: Vec<LayerActs<B>>,
+}
+
+/// Work buffers for one forward call, reused across layers.
+struct Scratch<B: Backend> {
+    h: B::Tensor,
+    q: B::Tensor,
+    k: B::Tensor,
+    v: B::Tensor,
+    attn: B::Tensor,
+    o: B::Tensor,
+    gate: B::Tensor,
+    up: B::Tensor,
+    lse: B::Tensor,
+}
+
+impl<B: Backend> Scratch<B> {
+    fn new(be: &B, c: &ModelConfig, t: usize) -> Result<Self> {
+        Ok(Scratch {
+            h: be.zeros(t * c.hidden_size)?,
+            q: be.zeros(t * c.q_dim())?,
+            k: be.zeros(t * c.kv_dim())?,
+            v: be.zeros(t * c.kv_dim())?,
+            attn: be.zeros(t * c.q_dim())?,
+            o: be.zeros(t * c.hidden_size)?,
+            gate: be.zeros(t * c.intermediate_size)?,
+            up: be.zeros(t * c.intermediate_size)?,
+            lse: be.zeros(t * c.num_heads)?,
+        })
+    }
+}
+
+fn clone_tensor<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
+    let n = be.len(t);
+    let mut out = be.zeros(n)?;
+    be.copy(&mut out, 0, t, 0, n)?;
+    Ok(out)
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads `config.json` and the safetensors weights of a Hugging Face directory.
+    pub fn load(be: &B, dir: &Path) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let host = load_weights(dir, &config)?;
+        Self::from_host(be, config, &host)
+    }
+
+    pub fn from_host(be: &B, config: ModelConfig, host: &Weights<Vec<f32>>) -> Result<Self> {
+        let weights = host.try_map(|w| be.from_f32(w))?;
+        Ok(Model { config, weights })
+    }
+
+    /// The parameters as host f32 vectors (for saving).
+    pub fn to_host(&self, be: &B) -> Result<Weights<Vec<f32>>> {
+        self.weights.try_map(|w| be.to_f32(w))
+    }
+
+    fn layer(&self, be: &B, idx: usize, x: &mut B::Tensor, s: &mut Scratch<B>, t: usize, positions: &B::Index, attn: &mut Attn<B>, save: Option<&mut Vec<LayerActs<B>>>) -> Result<()> {
+        let c = &self.config;
+        let l = &self.weights.layers[idx];
+        let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let x_in = if save.is_some() { Some(clone_tensor(be, x)?) } else { None };
+
+        be.rms_norm(&mut s.h, x, &l.input_norm, t, d, c.rms_norm_eps)?;
+        be.gemm(&mut s.q, &s.h, &l.q_proj, Gemm::linear(t, qd, d))?;
+        be.gemm(&mut s.k, &s.h, &l.k_proj, Gemm::linear(t, kvd, d))?;
+        be.gemm(&mut s.v, &s.h, &l.v_proj, Gemm::linear(t, kvd, d))?;
+        if let (Some(qb), Some(kb), Some(vb)) = (&l.q_bias, &l.k_bias, &l.v_bias) {
+            be.add_bias(&mut s.q, qb, t, qd)?;
+            be.add_bias(&mut s.k, kb, t, kvd)?;
+            be.add_bias(&mut s.v, vb, t, kvd)?;
+        }
+        let pre = if save.is_some() { Some((clone_tensor(be, &s.q)?, clone_tensor(be, &s.k)?)) } else { None };
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            // Per-head RMSNorm is a row-wise RMSNorm over rows of `head_dim`.
+            let (q_raw, k_raw) = (clone_tensor(be, &s.q)?, clone_tensor(be, &s.k)?);
+            be.rms_norm(&mut s.q, &q_raw, qn, t * c.num_heads, c.head_dim, c.rms_norm_eps)?;
+            be.rms_norm(&mut s.k, &k_raw, kn, t * c.num_kv_heads, c.head_dim, c.rms_norm_eps)?;
+        }
+        be.rope(&mut s.q, positions, Rope { rows: t, n_heads: c.num_heads, head_dim: c.head_dim, theta: c.rope_theta })?;
+        be.rope(&mut s.k, positions, Rope { rows: t, n_heads: c.num_kv_heads, head_dim: c.head_dim, theta: c.rope_theta })?;
+        match attn {
+            Attn::Paged { cache, slots, meta } => {
+                let (kc, vc) = &mut cache.layers[idx];
+                be.kv_cache_write(kc, vc, &s.k, &s.v, slots, t, kvd)?;
+                be.attention_paged(&mut s.attn, &s.q, kc, vc, meta)?;
+            }
+            Attn::Causal { meta } => be.attention_causal(&mut s.attn, &mut s.lse, &s.q, &s.k, &s.v, meta)?,
+        }
+        be.gemm(&mut s.o, &s.attn, &l.o_proj, Gemm::linear(t, d, qd))?;
+        be.add(x, &s.o)?;
+        let x_mid = if save.is_some() { Some(clone_tensor(be, x)?) } else { None };
+
+        be.rms_norm(&mut s.h, x, &l.post_norm, t, d, c.rms_norm_eps)?;
+        be.gemm(&mut s.gate, &s.h, &l.gate_proj, Gemm::linear(t, f, d))?;
+        be.gemm(&mut s.up, &s.h, &l.up_proj, Gemm::linear(t, f, d))?;
+        let mut act = be.zeros(t * f)?;
+        be.swiglu(&mut act, &s.gate, &s.up)?;
+        be.gemm(&mut s.o, &act, &l.down_proj, Gemm::linear(t, d, f))?;
+        be.add(x, &s.o)?;
+
+        if let (Some(acts), Some(x_in), Some((q_pre, k_pre)), Some(x_mid)) = (save, x_in, pre, x_mid) {
+            acts.push(LayerActs {
+                x_in,
+                q_pre,
+                k_pre,
+                q: clone_tensor(be, &s.q)?,
+                k: clone_tensor(be, &s.k)?,
+                v: clone_tensor(be, &s.v)?,
+                attn: clone_tensor(be, &s.attn)?,
+                lse: clone_tensor(be, &s.lse)?,
+                x_mid,
+                gate: clone_tensor(be, &s.gate)?,
+                up: clone_tensor(be, &s.up)?,
+            });
+        }
+        Ok(())
+    }
+
+    fn embed(&self, be: &B, tokens: &[u32]) -> Result<B::Tensor> {
+        let d = self.config.hidden_size;
+        let mut x = be.zeros(tokens.len() * d)?;
+        be.embedding(&mut x, &self.weights.embed, &be.index(tokens)?, tokens.len(), d)?;
+        Ok(x)
+    }
+
+    /// Appends `new_tokens` of each sequence to the cache and returns the logits
+    /// (`[rows, vocab]`) of the last new token of each entry, or of every new token when
+    /// `all_logits` is set (entries in order).
+    pub fn forward_cached(&self, be: &B, cache: &mut KvCache<B>, entries: &[(SeqId, &[u32])], all_logits: bool) -> Result<B::Tensor> {
+        let c = &self.config;
+        let mut tokens = Vec::new();
+        let mut positions = Vec::new();
+        let mut token_seq = Vec::new();
+        let mut slots = Vec::new();
+        let mut last_rows = Vec::new();
+        for (i, (seq, new)) in entries.iter().enumerate() {
+            ensure!(!new.is_empty(), "sequence {seq} has no new tokens");
+            let start = cache.len(*seq);
+            ensure!(start + new.len() <= c.max_position_embeddings, "sequence of {} tokens exceeds the model's context of {}", start + new.len(), c.max_position_embeddings);
+            slots.extend(cache.append(*seq, new.len())?);
+            tokens.extend_from_slice(new);
+            positions.extend((start..start + new.len()).map(|p| p as u32));
+            token_seq.extend(std::iter::repeat(i as u32).take(new.len()));
+            last_rows.push(tokens.len() - 1);
+        }
+        let t = tokens.len();
+        let max_blocks = entries.iter().map(|(s, _)| cache.blocks_of(*s)).max().unwrap_or(1);
+        let tables: Vec<u32> = entries.iter().flat_map(|(s, _)| cache.block_table(*s, max_blocks)).collect();
+        let (positions, token_seq, tables, slots) = (be.index(&positions)?, be.index(&token_seq)?, be.index(&tables)?, be.index(&slots)?);
+
+        let mut x = self.embed(be, &tokens)?;
+        let mut s = Scratch::new(be, c, t)?;
+        let block_size = cache.block_size;
+        for idx in 0..c.num_layers {
+            let meta = PagedAttn { tokens: t, shape: c.attn_shape(), block_size, max_blocks, positions: &positions, token_seq: &token_seq, block_tables: &tables };
+            let mut attn = Attn::Paged { cache: &mut *cache, slots: &slots, meta };
+            self.layer(be, idx, &mut x, &mut s, t, &positions, &mut attn, None)?;
+        }
+        let rows: Vec<usize> = if all_logits { (0..t).collect() } else { last_rows };
+        self.logits(be, &x, &rows)
+    }
+
+    /// Final norm and output head for the given rows of the residual stream `x`.
+    pub fn logits(&self, be: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor> {
+        let c = &self.config;
+        let d = c.hidden_size;
+        let mut picked = be.zeros(rows.len() * d)?;
+        for (i, &r) in rows.iter().enumerate() {
+            be.copy(&mut picked, i * d, x, r * d, d)?;
+        }
+        let mut h = be.zeros(rows.len() * d)?;
+        be.rms_norm(&mut h, &picked, &self.weights.norm, rows.len(), d, c.rms_norm_eps)?;
+        let mut logits = be.zeros(rows.len() * c.vocab_size)?;
+        be.gemm(&mut logits, &h, self.weights.head(), Gemm::linear(rows.len(), c.vocab_size, d))?;
+        Ok(logits)
+    }
+
+    /// Runs packed sequences (`cu_seqlens` offsets into `tokens`) with causal attention and
+    /// returns the final hidden states; with `save`, also every layer's activations.
+    pub fn forward_train(&self, be: &B, tokens: &[u32], cu_seqlens: &[u32], save: bool) -> Result<TrainForward<B>> {
+        let c = &self.config;
+        let t = tokens.len();
+        ensure!(cu_seqlens.first() == Some(&0) && cu_seqlens.last() == Some(&(t as u32)), "cu_seqlens must run from 0 to the token count");
+        let mut positions = Vec::with_capacity(t);
+        for w in cu_seqlens.windows(2) {
+            ensure!(w[1] >= w[0], "cu_seqlens must not decrease");
+            let len = (w[1] - w[0]) as usize;
+            ensure!(len <= c.max_position_embeddings, "sequence of {len} tokens exceeds the model's context of {}", c.max_position_embeddings);
+            positions.extend(0..len as u32);
+        }
+        let n_seqs = cu_seqlens.len() - 1;
+        let positions = be.index(&positions)?;
+        let cu = be.index(cu_seqlens)?;
+        let mut x = self.embed(be, tokens).context("embedding")?;
+        let mut s = Scratch::new(be, c, t)?;
+        let mut acts = save.then(Vec::new);
+        for idx in 0..c.num_layers {
+            let meta = CausalAttn { tokens: t, n_seqs, shape: c.attn_shape(), cu_seqlens: &cu };
+            self.layer(be, idx, &mut x, &mut s, t, &positions, &mut Attn::Causal { meta }, acts.as_mut())?;
+        }
+        let mut hidden = be.zeros(t * c.hidden_size)?;
+        be.rms_norm(&mut hidden, &x, &self.weights.norm, t, c.hidden_size, c.rms_norm_eps)?;
+        Ok(TrainForward { hidden, x_final: x, layers: acts.unwrap_or_default() })
+    }
+}
