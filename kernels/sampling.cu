@@ -7,13 +7,15 @@
 // largest value v with sum(p_i >= v, kept by top_k) >= top_p * sum(kept by top_k); min_p keeps
 // p >= min_p * max p. Thresholds are found by radix select over the bits of p (p >= 0, so its
 // bit pattern orders like its value): 4 passes of 8-bit digits with a 256-bin histogram.
+// p_i = exp((logit_i - max) * (1/T)) / z, exactly as src/backend/cpu/sampling.rs computes it.
 // Draw: Philox4x32-10 with key (seed lo, seed hi) and counter (step, stream, 0, 0);
 // u = (x0 >> 8) * 2^-24; target = u * S (S = sum of kept p); scan kept tokens in index order and
 // take the first whose running sum exceeds target, else the last kept token.
 //
 // One block of 1024 threads per row; the row is re-read from memory in each pass (up to ~13).
 // Sums run in a different order than a sequential CPU loop, so a draw can differ from the CPU's
-// only when target lies within float rounding of a cumulative boundary.
+// only when target lies within float rounding of a cumulative boundary. exp and log run in
+// double (see exp_ref): fast-math is not used for the probabilities.
 #include "common.cuh"
 
 constexpr int SAMPLE_THREADS = 1024;
@@ -22,9 +24,15 @@ DEVICE float load_logit(const SampleParams& p, size_t i) {
     return p.logits ? p.logits[i] : to_f32(p.logits_bf16[i]);
 }
 
-// p_i of the tempered softmax. x = logit / T is an IEEE division (fast-math would approximate it).
-DEVICE float prob(float logit, float t, float m, float inv_z) {
-    return __expf(__fdiv_rn(logit, t) - m) * inv_z;
+// exp and log as the CPU reference takes them (libm, f32 in and out): in double, rounded once, so
+// the values agree with the CPU's to the last bit in all but rare double-rounding cases. Fast-math
+// would turn expf into __expf, whose error grows with |x|; double math is left alone by it.
+DEVICE float exp_ref(float x) { return (float)exp((double)x); }
+DEVICE float log_ref(float x) { return (float)log((double)x); }
+
+// p_i = exp((logit - max) * (1/T)) / z, every f32 operation IEEE-rounded as on the CPU.
+DEVICE float prob(float logit, float lmax, float inv_t, float z) {
+    return __fdiv_rn(exp_ref(__fmul_rn(__fsub_rn(logit, lmax), inv_t)), z);
 }
 
 // Block-wide exclusive scan of one float per thread (blockDim.x == SAMPLE_THREADS).
@@ -54,7 +62,7 @@ DEVICE float block_exclusive_scan(float v, float* warp_sums) {
     return r;
 }
 
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample(const SampleParams p) {
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS, 1) sample(const SampleParams p) {
     __shared__ float red[32];
     __shared__ unsigned hist[256];
     __shared__ float hsum[256];
@@ -93,22 +101,20 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample(const Sample
 
     if (!(cfg.temperature > 0.0f)) {
         float z = 0.0f;
-        for (int i = tid; i < V; i += SAMPLE_THREADS) z += __expf(load_logit(p, base + i) - lmax);
+        for (int i = tid; i < V; i += SAMPLE_THREADS) z += exp_ref(__fsub_rn(load_logit(p, base + i), lmax));
         z = block_sum(z, red);
         if (tid == 0) {
             p.tokens[row] = (uint32_t)argmax;
-            p.logprobs[row] = (load_logit(p, base + argmax) - lmax) - __logf(z);
+            p.logprobs[row] = __fsub_rn(load_logit(p, base + argmax), __fadd_rn(lmax, log_ref(z)));
         }
         return;
     }
 
-    const float t = cfg.temperature;
-    const float m = __fdiv_rn(lmax, t);
+    const float inv_t = __fdiv_rn(1.0f, cfg.temperature);
     float z = 0.0f;
-    for (int i = tid; i < V; i += SAMPLE_THREADS) z += __expf(__fdiv_rn(load_logit(p, base + i), t) - m);
+    for (int i = tid; i < V; i += SAMPLE_THREADS) z += exp_ref(__fmul_rn(__fsub_rn(load_logit(p, base + i), lmax), inv_t));
     z = block_sum(z, red);
-    const float inv_z = 1.0f / z;
-#define PROB(i) prob(load_logit(p, base + (i)), t, m, inv_z)
+#define PROB(i) prob(load_logit(p, base + (i)), lmax, inv_t, z)
 
     // top_k: the k-th largest p, by radix select on its bits.
     float tau = 0.0f;
@@ -186,7 +192,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample(const Sample
     }
 
     // min_p: relative to the largest p, exp(0) / z.
-    if (cfg.min_p > 0.0f) tau = fmaxf(tau, cfg.min_p * inv_z);
+    if (cfg.min_p > 0.0f) tau = fmaxf(tau, __fmul_rn(cfg.min_p, __fdiv_rn(1.0f, z)));
 
     // S = sum of kept p, each thread over a contiguous chunk so the scan below is in index order.
     const int chunk = (V + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
@@ -219,7 +225,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample(const Sample
     if (tid == 0) {
         const int tok = found < V ? found : (last_kept >= 0 ? last_kept : argmax);
         p.tokens[row] = (uint32_t)tok;
-        p.logprobs[row] = (__fdiv_rn(load_logit(p, base + tok), t) - m) - __logf(z);
+        p.logprobs[row] = log_ref(PROB(tok));
     }
 #undef PROB
 }

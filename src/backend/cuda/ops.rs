@@ -4,14 +4,16 @@
 use anyhow::{bail, ensure, Result};
 
 use super::memory::{CudaIndex, CudaTensor, DType};
-use super::module::{elementwise, grid, *};
+use super::module::{self, elementwise, grid, *};
 use super::{want_bf16, want_len, CudaBackend};
-use crate::backend::{Backend, CausalAttn, Gemm, PagedAttn, Rope};
+use crate::backend::{Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams, Sampled};
 
 /// Query rows per block of the prefill attention kernel (attention.cu: ATTN_BM).
 const ATTN_BM: usize = 64;
 /// Rows per block of the norm kernels (norm.cu: NORM_ROWS_PER_BLOCK).
 const NORM_ROWS_PER_BLOCK: usize = 4;
+/// Threads of the sampling kernel (sampling.cu: SAMPLE_THREADS).
+const SAMPLE_THREADS: u32 = 1024;
 /// Context positions per split of the paged attention, at least.
 const PAGED_MIN_SPLIT: usize = 256;
 
@@ -46,25 +48,6 @@ impl CudaBackend {
             (a, b) if a == b => self.copy(out, 0, input, 0, input.len),
             _ => unreachable!(),
         }
-    }
-
-    /// Samples one token per row of `logits` (`[rows, vocab]`, f32 or bf16); see
-    /// `kernels/sampling.cu` for the exact semantics. Returns (tokens, logprobs).
-    pub fn sample(&self, logits: &CudaTensor, rows: usize, vocab: usize, cfg: &[SampleRow]) -> Result<(Vec<u32>, Vec<f32>)> {
-        ensure!(cfg.len() == rows, "sample: {} row settings for {rows} rows", cfg.len());
-        want_len(logits, rows * vocab, "sample logits")?;
-        self.dev.bind()?;
-        let cfg_buf = self.pool.alloc(std::mem::size_of_val(cfg))?;
-        self.upload(cfg_buf.ptr(), cfg)?;
-        let toks = self.pool.alloc(rows * 4)?;
-        let lps = self.pool.alloc(rows * 4)?;
-        let (f32_ptr, bf16_ptr) = match logits.dtype {
-            DType::F32 => (logits.ptr(), 0),
-            DType::Bf16 => (0, logits.ptr()),
-        };
-        let p = SampleParams { tokens: toks.ptr(), logprobs: lps.ptr(), logits: f32_ptr, logits_bf16: bf16_ptr, rows_cfg: cfg_buf.ptr(), rows: rows as i32, vocab: vocab as i32 };
-        self.launch(Kernel::Sample, grid((rows as u32, 1, 1), 1024), &p)?;
-        Ok((self.download(toks.ptr(), rows)?, self.download(lps.ptr(), rows)?))
     }
 
     /// Philox4x32-10 of `(counter, key)` pairs on the device (a check of the generator the
@@ -296,5 +279,31 @@ impl Backend for CudaBackend {
         // tile exit at once.
         let tiles = p.tokens.div_ceil(ATTN_BM) + p.n_seqs;
         self.launch(kernel, grid((tiles as u32, s.n_heads as u32, 1), 128), &params)
+    }
+
+    fn sample(&self, logits: &CudaTensor, vocab: usize, params: &[SampleParams]) -> Result<Vec<Sampled>> {
+        let rows = params.len();
+        want_len(logits, rows * vocab, "sample logits")?;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let cfg: Vec<SampleRow> = params
+            .iter()
+            .map(|sp| SampleRow { temperature: sp.temperature, top_k: sp.top_k.min(i32::MAX as u32) as i32, top_p: sp.top_p, min_p: sp.min_p, seed: sp.seed, stream: sp.stream, step: sp.step })
+            .collect();
+        self.dev.bind()?;
+        let cfg_buf = self.pool.alloc(std::mem::size_of_val(cfg.as_slice()))?;
+        self.upload(cfg_buf.ptr(), &cfg)?;
+        let toks = self.pool.alloc(rows * 4)?;
+        let lps = self.pool.alloc(rows * 4)?;
+        let (f32_ptr, bf16_ptr) = match logits.dtype {
+            DType::F32 => (logits.ptr(), 0),
+            DType::Bf16 => (0, logits.ptr()),
+        };
+        let p = module::SampleParams { tokens: toks.ptr(), logprobs: lps.ptr(), logits: f32_ptr, logits_bf16: bf16_ptr, rows_cfg: cfg_buf.ptr(), rows: rows as i32, vocab: vocab as i32 };
+        self.launch(Kernel::Sample, grid((rows as u32, 1, 1), SAMPLE_THREADS), &p)?;
+        let tokens: Vec<u32> = self.download(toks.ptr(), rows)?;
+        let logprobs: Vec<f32> = self.download(lps.ptr(), rows)?;
+        Ok(tokens.into_iter().zip(logprobs).map(|(token, logprob)| Sampled { token, logprob }).collect())
     }
 }
