@@ -14,7 +14,7 @@ pub fn cuda_available() -> Result<(), String> {
     // SAFETY: only tries to open the shared library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(format!(
-            "no CUDA driver (libcuda.so not found; looked for {} on the loader path, set LD_LIBRARY_PATH if it is elsewhere)",
+            "no CUDA driver (libcuda.so not found); looked for {} on the loader path (set LD_LIBRARY_PATH if it is elsewhere)",
             lib_names("cuda")
         ));
     }
