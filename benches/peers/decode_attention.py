@@ -1,11 +1,11 @@
 """Peer for attention_paged (decode: one query token per sequence over its cached context).
 Uses flash_attn_with_kvcache over a paged cache when flash-attn is installed, else PyTorch SDPA over
 a contiguous cache (which reads the same bytes; no paging). Bytes = K and V of every context."""
-
+from common import report, require_gpu, time_ms  # first: exits cleanly without torch
+import torch
 
 require_gpu()
 heads, kv_heads, hd, block = 32, 8, 128, 16
-from common import report, require_gpu, time_ms  # first: exits cleanly without torch
 import torch
 try:
     from flash_attn import flash_attn_with_kvcache  # type: ignore

@@ -1,9 +1,8 @@
 """Peer for sample: the sort + cumsum + multinomial top-p sampler most PyTorch stacks use
 (temperature 0.8, top_p 0.9), vocab 151936, f32 logits, batch 1-256. Bytes = one read of the
 logits, as for atomrl's line."""
+from common import report, require_gpu, time_ms  # first: exits cleanly without torch
 import torch
-
-from common import report, require_gpu, time_ms
 
 require_gpu()
 vocab = 151936
