@@ -60,5 +60,7 @@ chmod +x "$dest"/nvidia/cu13/bin/* "$dest"/nvidia/cu13/nvvm/bin/* 2>/dev/null ||
 "$nvcc" --version | tail -n 2
 printf '%s\n' "${wheels[@]}" > "$stamp"
 rm -rf "$dest/wheels"
+# build.rs does not watch a toolkit that did not exist; a new mtime makes the next build look.
+touch "$root/build.rs"
 echo "installed: $nvcc"
 echo "rebuild to embed the kernels: cargo build"

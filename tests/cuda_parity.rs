@@ -136,6 +136,16 @@ fn param_struct_layouts_match() {
 }
 
 #[test]
+fn kernels_embedded_when_required() {
+    // scripts/test.sh sets ATOMRL_REQUIRE_KERNELS=1 once nvcc is installed; then the build must
+    // have embedded them (build.rs fails otherwise, this checks the runtime sees them).
+    if std::env::var("ATOMRL_REQUIRE_KERNELS").is_ok_and(|v| v == "1") {
+        assert!(atomrl::backend::cuda::module::HAS_KERNELS, "{}", atomrl::backend::cuda::module::KERNELS_STATUS);
+        assert!(!atomrl::backend::cuda::module::Kernel::ALL.is_empty());
+    }
+}
+
+#[test]
 fn embedding() {
     let g = gpu_or_skip!();
     let mut rng = Rng(1);

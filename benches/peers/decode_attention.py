@@ -6,7 +6,6 @@ import torch
 
 require_gpu()
 heads, kv_heads, hd, block = 32, 8, 128, 16
-import torch
 try:
     from flash_attn import flash_attn_with_kvcache  # type: ignore
 except Exception:  # noqa: BLE001
