@@ -66,7 +66,9 @@ impl Hparams {
         let k = |suffix: &str| format!("{arch_name}.{suffix}");
         let hidden_size = g.usize(&k("embedding_length"))?;
         let n_heads = g.usize(&k("attention.head_count"))?;
-        let n_kv_heads = g.opt_usize(&k("attention.head_count_kv"))?.unwrap_or(n_heads);
+        let n_kv_heads = g
+            .opt_usize(&k("attention.head_count_kv"))?
+            .unwrap_or(n_heads);
         ensure!(
             n_heads > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0,
             "{}: head_count {n_heads} is not a positive multiple of head_count_kv {n_kv_heads}",
@@ -84,7 +86,10 @@ impl Hparams {
             }
         };
         if let Some(v) = g.opt_usize(&k("attention.value_length"))? {
-            ensure!(v == head_dim, "value_length {v} differs from key_length {head_dim}");
+            ensure!(
+                v == head_dim,
+                "value_length {v} differs from key_length {head_dim}"
+            );
         }
         ensure!(
             head_dim > 0 && head_dim % 2 == 0,
@@ -147,7 +152,9 @@ impl Hparams {
 pub enum Transform {
     None,
     /// Undo llama.cpp's rotary permutation with this many heads.
-    UnpermuteRows { n_head: usize },
+    UnpermuteRows {
+        n_head: usize,
+    },
 }
 
 /// One output tensor: where it comes from and what it becomes.
@@ -173,34 +180,111 @@ pub fn plan<'a>(g: &'a GgufFile, hp: &Hparams) -> Result<Vec<PlannedTensor<'a>>>
     let (perm_q, perm_k) = if hp.arch.permutes_qk() {
         (
             Transform::UnpermuteRows { n_head: hp.n_heads },
-            Transform::UnpermuteRows { n_head: hp.n_kv_heads },
+            Transform::UnpermuteRows {
+                n_head: hp.n_kv_heads,
+            },
         )
     } else {
         (Transform::None, Transform::None)
     };
     let none = Transform::None;
-    want("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![v, h], none);
-    want("output_norm.weight".into(), "model.norm.weight".into(), vec![h], none);
+    want(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight".into(),
+        vec![v, h],
+        none,
+    );
+    want(
+        "output_norm.weight".into(),
+        "model.norm.weight".into(),
+        vec![h],
+        none,
+    );
     if !hp.tie_word_embeddings {
-        want("output.weight".into(), "lm_head.weight".into(), vec![v, h], none);
+        want(
+            "output.weight".into(),
+            "lm_head.weight".into(),
+            vec![v, h],
+            none,
+        );
     }
     for i in 0..hp.n_layers {
         let b = |s: &str| format!("blk.{i}.{s}");
         let m = |s: &str| format!("model.layers.{i}.{s}");
-        want(b("attn_norm.weight"), m("input_layernorm.weight"), vec![h], none);
-        want(b("ffn_norm.weight"), m("post_attention_layernorm.weight"), vec![h], none);
-        want(b("attn_q.weight"), m("self_attn.q_proj.weight"), vec![q_rows, h], perm_q);
-        want(b("attn_k.weight"), m("self_attn.k_proj.weight"), vec![kv_rows, h], perm_k);
-        want(b("attn_v.weight"), m("self_attn.v_proj.weight"), vec![kv_rows, h], none);
-        want(b("attn_output.weight"), m("self_attn.o_proj.weight"), vec![h, q_rows], none);
+        want(
+            b("attn_norm.weight"),
+            m("input_layernorm.weight"),
+            vec![h],
+            none,
+        );
+        want(
+            b("ffn_norm.weight"),
+            m("post_attention_layernorm.weight"),
+            vec![h],
+            none,
+        );
+        want(
+            b("attn_q.weight"),
+            m("self_attn.q_proj.weight"),
+            vec![q_rows, h],
+            perm_q,
+        );
+        want(
+            b("attn_k.weight"),
+            m("self_attn.k_proj.weight"),
+            vec![kv_rows, h],
+            perm_k,
+        );
+        want(
+            b("attn_v.weight"),
+            m("self_attn.v_proj.weight"),
+            vec![kv_rows, h],
+            none,
+        );
+        want(
+            b("attn_output.weight"),
+            m("self_attn.o_proj.weight"),
+            vec![h, q_rows],
+            none,
+        );
         if hp.attention_bias {
-            want(b("attn_q.bias"), m("self_attn.q_proj.bias"), vec![q_rows], perm_q);
-            want(b("attn_k.bias"), m("self_attn.k_proj.bias"), vec![kv_rows], perm_k);
-            want(b("attn_v.bias"), m("self_attn.v_proj.bias"), vec![kv_rows], none);
+            want(
+                b("attn_q.bias"),
+                m("self_attn.q_proj.bias"),
+                vec![q_rows],
+                perm_q,
+            );
+            want(
+                b("attn_k.bias"),
+                m("self_attn.k_proj.bias"),
+                vec![kv_rows],
+                perm_k,
+            );
+            want(
+                b("attn_v.bias"),
+                m("self_attn.v_proj.bias"),
+                vec![kv_rows],
+                none,
+            );
         }
-        want(b("ffn_gate.weight"), m("mlp.gate_proj.weight"), vec![f, h], none);
-        want(b("ffn_up.weight"), m("mlp.up_proj.weight"), vec![f, h], none);
-        want(b("ffn_down.weight"), m("mlp.down_proj.weight"), vec![h, f], none);
+        want(
+            b("ffn_gate.weight"),
+            m("mlp.gate_proj.weight"),
+            vec![f, h],
+            none,
+        );
+        want(
+            b("ffn_up.weight"),
+            m("mlp.up_proj.weight"),
+            vec![f, h],
+            none,
+        );
+        want(
+            b("ffn_down.weight"),
+            m("mlp.down_proj.weight"),
+            vec![h, f],
+            none,
+        );
     }
 
     let mut planned = Vec::with_capacity(g.tensors.len());
@@ -228,7 +312,12 @@ pub fn plan<'a>(g: &'a GgufFile, hp: &Hparams) -> Result<Vec<PlannedTensor<'a>>>
             t.ggml_type,
             super::dequant::GgmlType::supported_names()
         );
-        planned.push(PlannedTensor { hf_name, source: t, shape, transform });
+        planned.push(PlannedTensor {
+            hf_name,
+            source: t,
+            shape,
+            transform,
+        });
     }
     if let Some(missing) = expected.keys().next() {
         bail!(
@@ -276,4 +365,45 @@ pub fn unpermute_rows(data: &[f32], rows: usize, n_head: usize) -> Result<Vec<f3
         out[r * cols..(r + 1) * cols].copy_from_slice(&data[p * cols..(p + 1) * cols]);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_matches_llama_cpp_formula() {
+        // 2 heads of head_dim 4, 3 columns; value = 100 * row + col.
+        let (rows, cols, n_head) = (8, 3, 2);
+        let hf: Vec<f32> = (0..rows * cols)
+            .map(|i| (100 * (i / cols) + i % cols) as f32)
+            .collect();
+        let g = permute_rows(&hf, rows, n_head).unwrap();
+        // reshape(2, 2, 2, 3).swapaxes(1, 2): per head, rows [0, 2, 1, 3].
+        let order = [0, 2, 1, 3, 4, 6, 5, 7];
+        for (dst, &src) in order.iter().enumerate() {
+            assert_eq!(
+                &g[dst * cols..(dst + 1) * cols],
+                &hf[src * cols..(src + 1) * cols]
+            );
+        }
+        assert_eq!(unpermute_rows(&g, rows, n_head).unwrap(), hf);
+    }
+
+    #[test]
+    fn unpermute_inverts_permute() {
+        for (rows, cols, n_head) in [(576, 5, 9), (192, 3, 3), (64, 1, 1), (24, 7, 3)] {
+            let w: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let p = permute_rows(&w, rows, n_head).unwrap();
+            assert_ne!(p, w);
+            assert_eq!(unpermute_rows(&p, rows, n_head).unwrap(), w);
+        }
+    }
+
+    #[test]
+    fn permute_rejects_bad_head_split() {
+        assert!(permute_rows(&[0.0; 12], 6, 4).is_err());
+        assert!(unpermute_rows(&[0.0; 12], 6, 2).is_err()); // head_dim 3 is odd
+        assert!(unpermute_rows(&[0.0; 12], 4, 0).is_err());
+    }
 }

@@ -52,6 +52,9 @@ pub enum GgmlType {
 /// Elements per super-block of the k-quants.
 const QK_K: usize = 256;
 
+/// Decodes one block (its bytes) into its elements.
+type BlockDecoder = fn(&[u8], &mut [f32]);
+
 impl GgmlType {
     pub fn from_tag(tag: u32) -> Option<GgmlType> {
         use GgmlType::*;
@@ -166,7 +169,7 @@ impl GgmlType {
     }
 
     /// The per-block decoder, for the types this module can dequantize.
-    fn decoder(self) -> Option<fn(&[u8], &mut [f32])> {
+    fn decoder(self) -> Option<BlockDecoder> {
         use GgmlType::*;
         Some(match self {
             F32 => block_f32,
@@ -212,7 +215,10 @@ impl fmt::Display for GgmlType {
 /// of elements those blocks encode.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let Some(decode) = ty.decoder() else {
-        bail!("unsupported tensor type {ty} (supported: {})", GgmlType::supported_names());
+        bail!(
+            "unsupported tensor type {ty} (supported: {})",
+            GgmlType::supported_names()
+        );
     };
     let (qk, block_bytes) = ty.block();
     if bytes.len() % block_bytes != 0 || out.len() != bytes.len() / block_bytes * qk {
@@ -345,7 +351,14 @@ fn block_q3_k(x: &[u8], y: &mut [f32]) {
     let d_all = f16_at(x, 108);
 
     // Unpack the 16 6-bit scales exactly as ggml does with its kmask1/kmask2 word tricks.
-    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            packed[4 * i],
+            packed[4 * i + 1],
+            packed[4 * i + 2],
+            packed[4 * i + 3],
+        ])
+    };
     const KMASK1: u32 = 0x0303_0303;
     const KMASK2: u32 = 0x0f0f_0f0f;
     let (a0, a1, tmp) = (word(0), word(1), word(2));
@@ -469,5 +482,157 @@ fn block_q8_k(x: &[u8], y: &mut [f32]) {
     let d = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
     for j in 0..QK_K {
         y[j] = x[4 + j] as i8 as f32 * d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16_bytes(v: f32) -> [u8; 2] {
+        f16::from_f32(v).to_le_bytes()
+    }
+
+    fn run(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
+        let (qk, nb) = ty.block();
+        let mut out = vec![f32::NAN; bytes.len() / nb * qk];
+        dequantize(ty, bytes, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn plain_floats() {
+        let f32s: Vec<u8> = [1.5f32, -2.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(run(GgmlType::F32, &f32s), [1.5, -2.25]);
+        let f16s: Vec<u8> = [0.5f32, -3.0].iter().flat_map(|&v| f16_bytes(v)).collect();
+        assert_eq!(run(GgmlType::F16, &f16s), [0.5, -3.0]);
+        // bf16 0x3FC0 = 1.5, 0xC040 = -3.0
+        assert_eq!(run(GgmlType::BF16, &[0xC0, 0x3F, 0x40, 0xC0]), [1.5, -3.0]);
+    }
+
+    #[test]
+    fn q4_0_by_hand() {
+        // Byte j holds element j (low nibble j) and element j+16 (high nibble 15-j).
+        let mut b = f16_bytes(0.5).to_vec();
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let y = run(GgmlType::Q4_0, &b);
+        for j in 0..16 {
+            assert_eq!(y[j], (j as f32 - 8.0) * 0.5, "element {j}");
+            assert_eq!(y[j + 16], (7.0 - j as f32) * 0.5, "element {}", j + 16);
+        }
+    }
+
+    #[test]
+    fn q4_1_by_hand() {
+        let mut b = f16_bytes(0.25).to_vec();
+        b.extend(f16_bytes(-1.0));
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let y = run(GgmlType::Q4_1, &b);
+        for j in 0..16 {
+            assert_eq!(y[j], j as f32 * 0.25 - 1.0);
+            assert_eq!(y[j + 16], (15 - j) as f32 * 0.25 - 1.0);
+        }
+    }
+
+    #[test]
+    fn q8_0_by_hand() {
+        // Two blocks: the second starts right after the 34 bytes of the first.
+        let mut b = Vec::new();
+        for d in [0.5f32, 2.0] {
+            b.extend(f16_bytes(d));
+            b.extend((0..32i8).map(|j| (j - 16) as u8));
+        }
+        let y = run(GgmlType::Q8_0, &b);
+        for j in 0..32 {
+            assert_eq!(y[j], (j as f32 - 16.0) * 0.5);
+            assert_eq!(y[32 + j], (j as f32 - 16.0) * 2.0);
+        }
+    }
+
+    #[test]
+    fn q8_k_by_hand() {
+        let mut b = 0.25f32.to_le_bytes().to_vec();
+        b.extend((0..256).map(|j| (j as u8).wrapping_sub(128)));
+        b.extend([0u8; 32]);
+        let y = run(GgmlType::Q8_K, &b);
+        for (j, v) in y.iter().enumerate() {
+            assert_eq!(*v, (j as f32 - 128.0) * 0.25);
+        }
+    }
+
+    /// One block of pseudo-random bytes with the scale fields set to sane values.
+    fn pattern_block(ty: GgmlType) -> Vec<u8> {
+        let (_, nb) = ty.block();
+        let mut b: Vec<u8> = (0..nb).map(|i| ((i * 73 + 41) % 251) as u8).collect();
+        let mut put = |off: usize, v: f32| b[off..off + 2].copy_from_slice(&f16_bytes(v));
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q5_0 | Q8_0 => put(0, 0.5),
+            Q4_1 | Q5_1 | Q4_K | Q5_K => {
+                put(0, 0.5);
+                put(2, 0.25);
+            }
+            Q2_K => {
+                put(80, 0.5);
+                put(82, 0.25);
+            }
+            Q3_K => put(108, 0.5),
+            Q6_K => put(208, 0.5),
+            _ => unreachable!(),
+        }
+        b
+    }
+
+    /// Reference values from the `gguf` Python package (0.19, `gguf.quants.dequantize`) on
+    /// [`pattern_block`]: `sum(y[i] * (i % 7 + 1))` and a few elements.
+    #[test]
+    fn matches_gguf_python_package() {
+        use GgmlType::*;
+        type Reference<'a> = (GgmlType, f64, &'a [(usize, f32)]);
+        #[rustfmt::skip]
+        let reference: &[Reference] = &[
+            (Q4_0, -14.0, &[(0, 1.5), (1, 0.5), (2, -3.0), (3, 1.5), (15, 1.5), (16, 1.5), (31, -3.5)]),
+            (Q4_1, 489.0, &[(0, 1.25), (1, 5.75), (2, 2.25), (3, 1.25), (15, 6.75), (16, 2.75), (31, 5.25)]),
+            (Q5_0, -47.5, &[(0, 2.0), (1, 1.0), (2, -2.5), (3, 2.0), (15, -6.0), (16, -1.0), (31, 2.0)]),
+            (Q5_1, 915.0, &[(0, 5.75), (1, 10.25), (2, 1.25), (3, 5.75), (15, 11.25), (16, 3.75), (31, 6.75)]),
+            (Q8_0, -220.0, &[(0, -34.5), (1, 4.5), (2, 41.0), (3, -50.5), (15, 13.5), (16, 50.0), (31, -32.5)]),
+            (Q2_K, 3465.0, &[(0, 4.0), (1, 13.0), (2, -0.5), (3, 4.0), (127, 2.25), (128, 14.75), (255, -2.0)]),
+            (Q3_K, -1492.0, &[(0, 21.0), (1, -10.5), (2, 10.5), (3, 21.0), (127, -1.0), (128, -0.5), (255, 7.5)]),
+            (Q4_K, 110974.5, &[(0, 102.25), (1, 84.25), (2, 21.25), (3, 102.25), (127, 43.25), (128, 113.5), (255, 16.0)]),
+            (Q5_K, 272683.0, &[(0, 264.25), (1, 201.25), (2, -5.75), (3, 219.25), (127, 168.25), (128, 83.5), (255, 26.0)]),
+            (Q6_K, -88786.5, &[(0, 4.5), (1, 9.0), (2, -10.5), (3, 4.5), (127, -45.0), (128, 788.5), (255, 46.0)]),
+        ];
+        for &(ty, checksum, picks) in reference {
+            let y = run(ty, &pattern_block(ty));
+            let sum: f64 = y
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f64 * (i % 7 + 1) as f64)
+                .sum();
+            assert_eq!(sum, checksum, "{ty} checksum");
+            for &(i, v) in picks {
+                assert_eq!(y[i], v, "{ty} element {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_unsupported_and_ragged_input() {
+        let err = dequantize(GgmlType::IQ2_XXS, &[0; 66], &mut [0.0; 256]).unwrap_err();
+        assert!(err.to_string().contains("IQ2_XXS"), "{err}");
+        assert!(dequantize(GgmlType::Q4_0, &[0; 17], &mut [0.0; 32]).is_err());
+        assert!(dequantize(GgmlType::Q4_0, &[0; 18], &mut [0.0; 31]).is_err());
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        for tag in 0..64 {
+            if let Some(t) = GgmlType::from_tag(tag) {
+                assert_eq!(t.tag(), tag);
+            }
+        }
     }
 }

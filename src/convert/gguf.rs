@@ -194,7 +194,10 @@ impl GgufFile {
             .with_context(|| format!("reading the size of {}", path.display()))?
             .len();
         if len < 4 {
-            bail!("{}: file is truncated ({len} bytes), not a GGUF file", path.display());
+            bail!(
+                "{}: file is truncated ({len} bytes), not a GGUF file",
+                path.display()
+            );
         }
         // SAFETY: the map is read-only and lives as long as `GgufFile`; like every reader of a
         // mapped file we rely on nobody truncating the file while it is open.
@@ -238,7 +241,12 @@ impl GgufFile {
             metadata.push((key, value));
         }
 
-        let alignment = match metadata.get(index.get("general.alignment").copied().unwrap_or(usize::MAX)) {
+        let alignment = match metadata.get(
+            index
+                .get("general.alignment")
+                .copied()
+                .unwrap_or(usize::MAX),
+        ) {
             None => DEFAULT_ALIGNMENT,
             Some((_, v)) => match v.as_i128() {
                 Some(a) if a > 0 && a <= 1 << 30 && (a as u64).is_power_of_two() => a as u64,
@@ -266,10 +274,15 @@ impl GgufFile {
                     dims.push(r.u64(&format!("dimension {d}"))?);
                 }
                 let tag = r.u32("type")?;
-                let ggml_type = GgmlType::from_tag(tag)
-                    .ok_or_else(|| anyhow!("unknown ggml type id {tag}"))?;
+                let ggml_type =
+                    GgmlType::from_tag(tag).ok_or_else(|| anyhow!("unknown ggml type id {tag}"))?;
                 let offset = r.u64("data offset")?;
-                Ok(Raw { name: name.clone(), dims, ggml_type, offset })
+                Ok(Raw {
+                    name: name.clone(),
+                    dims,
+                    ggml_type,
+                    offset,
+                })
             })()
             .with_context(|| format!("tensor info of `{name}`"))?;
             raw.push(t);
@@ -336,9 +349,14 @@ impl GgufFile {
     /// A required non-negative integer that fits `usize`.
     pub fn usize(&self, key: &str) -> Result<usize> {
         let v = self.require(key)?;
-        let i = v.as_i128().ok_or_else(|| self.type_error(key, v, "an integer"))?;
+        let i = v
+            .as_i128()
+            .ok_or_else(|| self.type_error(key, v, "an integer"))?;
         usize::try_from(i).map_err(|_| {
-            anyhow!("{}: metadata key `{key}` = {i} is out of range", self.path.display())
+            anyhow!(
+                "{}: metadata key `{key}` = {i} is out of range",
+                self.path.display()
+            )
         })
     }
 
@@ -348,13 +366,17 @@ impl GgufFile {
 
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         self.get(key)
-            .map(|v| v.as_f64().ok_or_else(|| self.type_error(key, v, "a number")))
+            .map(|v| {
+                v.as_f64()
+                    .ok_or_else(|| self.type_error(key, v, "a number"))
+            })
             .transpose()
     }
 
     pub fn f64(&self, key: &str) -> Result<f64> {
         let v = self.require(key)?;
-        v.as_f64().ok_or_else(|| self.type_error(key, v, "a number"))
+        v.as_f64()
+            .ok_or_else(|| self.type_error(key, v, "a number"))
     }
 
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {

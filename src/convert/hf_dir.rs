@@ -24,9 +24,10 @@ pub fn config_json(hp: &Hparams, tok: &TokenizerFiles) -> Json {
         Arch::Llama => ("llama", "LlamaForCausalLM"),
         Arch::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
     };
-    let rope_scaling = hp
-        .rope_scaling_linear
-        .map_or(Json::Null, |factor| json!({"rope_type": "linear", "type": "linear", "factor": factor}));
+    let rope_scaling = hp.rope_scaling_linear.map_or(
+        Json::Null,
+        |factor| json!({"rope_type": "linear", "type": "linear", "factor": factor}),
+    );
     let mut c = json!({
         "architectures": [architecture],
         "model_type": model_type,
@@ -86,7 +87,8 @@ fn tmp_path(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 pub fn write_json(path: &Path, value: &Json) -> Result<()> {
@@ -169,17 +171,31 @@ pub fn write_safetensors(
         error: Mutex::new(None),
         progress,
     };
-    let views = planned
-        .iter()
-        .map(|p| (p.hf_name.clone(), LazyTensor { planned: p, gguf, writer: &writer }));
-    let metadata = [("format".to_string(), "pt".to_string())].into_iter().collect();
+    let views = planned.iter().map(|p| {
+        (
+            p.hf_name.clone(),
+            LazyTensor {
+                planned: p,
+                gguf,
+                writer: &writer,
+            },
+        )
+    });
+    let metadata = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
     let tmp = tmp_path(path);
     let written = safetensors::serialize_to_file(views, Some(metadata), &tmp)
         .map_err(|e| anyhow!("writing {}: {e}", tmp.display()));
-    let failed = writer.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let failed = writer
+        .error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     if let Err(err) = failed.map_or(written, Err) {
         let _ = fs::remove_file(&tmp);
         return Err(err);
     }
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

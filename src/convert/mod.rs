@@ -52,7 +52,11 @@ impl fmt::Display for Summary {
             self.n_params as f64 / 1e6,
             self.n_tokens,
             self.pre_tokenizer,
-            if hp.tie_word_embeddings { ", tied embeddings" } else { "" },
+            if hp.tie_word_embeddings {
+                ", tied embeddings"
+            } else {
+                ""
+            },
         )
     }
 }
@@ -63,7 +67,11 @@ pub enum Progress<'a> {
     /// The file is read and validated; `n_tensors` tensors will be written.
     Start { n_tensors: usize },
     /// Tensor number `done` of `total` was written.
-    Tensor { done: usize, total: usize, name: &'a str },
+    Tensor {
+        done: usize,
+        total: usize,
+        name: &'a str,
+    },
 }
 
 /// Converts a GGUF file into a Hugging Face model directory `out_dir` (created if missing).
@@ -86,26 +94,44 @@ pub fn gguf_to_hf(
     }
     // Catch a tokenizer the runtime could not load before writing anything.
     let tokenizer_text = serde_json::to_string(&tok.tokenizer)?;
-    tokenizers::Tokenizer::from_bytes(tokenizer_text.as_bytes())
-        .map_err(|e| anyhow!("{}: the rebuilt tokenizer.json does not load: {e}", file.display()))?;
+    tokenizers::Tokenizer::from_bytes(tokenizer_text.as_bytes()).map_err(|e| {
+        anyhow!(
+            "{}: the rebuilt tokenizer.json does not load: {e}",
+            file.display()
+        )
+    })?;
 
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    progress(Progress::Start { n_tensors: planned.len() });
-    hf_dir::write_safetensors(&out_dir.join("model.safetensors"), &g, &planned, &|done, total, name| {
-        progress(Progress::Tensor { done, total, name })
-    })?;
-    hf_dir::write_json(&out_dir.join("config.json"), &hf_dir::config_json(&hp, &tok))?;
+    progress(Progress::Start {
+        n_tensors: planned.len(),
+    });
+    hf_dir::write_safetensors(
+        &out_dir.join("model.safetensors"),
+        &g,
+        &planned,
+        &|done, total, name| progress(Progress::Tensor { done, total, name }),
+    )?;
+    hf_dir::write_json(
+        &out_dir.join("config.json"),
+        &hf_dir::config_json(&hp, &tok),
+    )?;
     hf_dir::write_json(
         &out_dir.join("generation_config.json"),
         &hf_dir::generation_config_json(&tok),
     )?;
     hf_dir::write_atomic(&out_dir.join("tokenizer.json"), tokenizer_text.as_bytes())?;
-    hf_dir::write_json(&out_dir.join("tokenizer_config.json"), &tok.tokenizer_config)?;
+    hf_dir::write_json(
+        &out_dir.join("tokenizer_config.json"),
+        &tok.tokenizer_config,
+    )?;
 
     Ok(Summary {
         out_dir: out_dir.to_path_buf(),
         n_tensors: planned.len(),
-        n_params: planned.iter().map(|p| p.shape.iter().product::<usize>()).sum(),
+        n_params: planned
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum(),
         n_tokens: tok.n_tokens,
         pre_tokenizer: tok.pre,
         hparams: hp,

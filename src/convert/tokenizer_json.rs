@@ -125,7 +125,11 @@ fn build_inner(g: &GgufFile, model_max_length: usize) -> Result<TokenizerFiles> 
     let token_id = |key: &str| -> Result<Option<usize>> {
         let id = g.opt_usize(key)?;
         if let Some(id) = id {
-            ensure!(id < tokens.len(), "{key} = {id} is outside the vocabulary of {}", tokens.len());
+            ensure!(
+                id < tokens.len(),
+                "{key} = {id} is outside the vocabulary of {}",
+                tokens.len()
+            );
         }
         Ok(id)
     };
@@ -149,7 +153,9 @@ fn build_inner(g: &GgufFile, model_max_length: usize) -> Result<TokenizerFiles> 
         .enumerate()
         .map(|(i, m)| match m.split_once(' ') {
             Some((a, b)) => Ok(json!([a, b])),
-            None => bail!("tokenizer.ggml.merges entry {i} `{m}` is not two tokens separated by a space"),
+            None => bail!(
+                "tokenizer.ggml.merges entry {i} `{m}` is not two tokens separated by a space"
+            ),
         })
         .collect::<Result<_>>()?;
 
@@ -176,9 +182,16 @@ fn build_inner(g: &GgufFile, model_max_length: usize) -> Result<TokenizerFiles> 
     let byte_level_post = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
     let post_processor = if add_bos || add_eos {
         let (bos_tok, eos_tok) = (bos.map(|i| tokens[i]), eos.map(|i| tokens[i]));
-        ensure!(!add_bos || bos_tok.is_some(), "add_bos_token is set but there is no bos_token_id");
-        ensure!(!add_eos || eos_tok.is_some(), "add_eos_token is set but there is no eos_token_id");
-        let special = |tok: &str, type_id: u32| json!({"SpecialToken": {"id": tok, "type_id": type_id}});
+        ensure!(
+            !add_bos || bos_tok.is_some(),
+            "add_bos_token is set but there is no bos_token_id"
+        );
+        ensure!(
+            !add_eos || eos_tok.is_some(),
+            "add_eos_token is set but there is no eos_token_id"
+        );
+        let special =
+            |tok: &str, type_id: u32| json!({"SpecialToken": {"id": tok, "type_id": type_id}});
         let seq = |s: &str, type_id: u32| json!({"Sequence": {"id": s, "type_id": type_id}});
         let mut single = Vec::new();
         let mut pair = Vec::new();
