@@ -274,3 +274,56 @@ fn build_inner(g: &GgufFile, model_max_length: usize) -> Result<TokenizerFiles> 
         eot_token_id: eot,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer as _};
+
+    fn split(pre: PreTokenizer, text: &str) -> Vec<String> {
+        let p: PreTokenizerWrapper = serde_json::from_value(pre.pre_tokenizer_json()).unwrap();
+        let mut s = PreTokenizedString::from(text);
+        p.pre_tokenize(&mut s).unwrap();
+        s.get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(piece, _, _)| piece.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn known_names_map_to_families() {
+        assert_eq!(
+            PreTokenizer::from_gguf(Some("smollm")).unwrap(),
+            PreTokenizer::IndividualDigits
+        );
+        assert_eq!(
+            PreTokenizer::from_gguf(Some("llama-bpe")).unwrap(),
+            PreTokenizer::Llama3
+        );
+        assert_eq!(
+            PreTokenizer::from_gguf(Some("qwen2")).unwrap(),
+            PreTokenizer::Qwen2
+        );
+        assert_eq!(PreTokenizer::from_gguf(None).unwrap(), PreTokenizer::Gpt2);
+        assert!(PreTokenizer::from_gguf(Some("tekken")).is_err());
+    }
+
+    #[test]
+    fn pre_tokenizers_split_numbers_as_their_models_do() {
+        let text = "year 12345 ok";
+        assert_eq!(split(PreTokenizer::Gpt2, text), ["year", "Ġ12345", "Ġok"]);
+        assert_eq!(
+            split(PreTokenizer::IndividualDigits, text),
+            ["year", "Ġ", "1", "2", "3", "4", "5", "Ġok"]
+        );
+        assert_eq!(
+            split(PreTokenizer::Llama3, text),
+            ["year", "Ġ", "123", "45", "Ġok"]
+        );
+        assert_eq!(
+            split(PreTokenizer::Qwen2, text),
+            ["year", "Ġ", "1", "2", "3", "4", "5", "Ġok"]
+        );
+    }
+}
