@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cli;
 pub mod convert;
+pub mod metrics;
 pub mod model;
 pub mod rollout;
 pub mod tokenizer;
