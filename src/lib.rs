@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod config;
 pub mod convert;
 pub mod metrics;
 pub mod model;
