@@ -5,6 +5,7 @@
 mod attention;
 mod ops;
 mod sampling;
+mod skinny;
 
 use anyhow::{ensure, Result};
 
