@@ -186,7 +186,8 @@ fn main() {
     println!("device: {} (sm_{}{}, {} SMs), peak {tflops_peak} bf16 TFLOP/s, {gbs_peak} GB/s", g.device_name(), g.compute_capability().0, g.compute_capability().1, g.sm_count());
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let b = Bench { g: &g, tflops_peak, gbs_peak, filter };
-    let all: [(&str, fn(&Bench)); 5] = [("attention_causal", attention_causal), ("attention_paged", attention_paged), ("sample", sample), ("gemm", gemm), ("memory_bound", memory_bound)];
+    type Case = (&'static str, fn(&Bench));
+    let all: [Case; 5] = [("attention_causal", attention_causal), ("attention_paged", attention_paged), ("sample", sample), ("gemm", gemm), ("memory_bound", memory_bound)];
     for (op, f) in all {
         if b.wanted(op) {
             f(&b);

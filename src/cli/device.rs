@@ -1,6 +1,8 @@
 //! `--device cpu|cuda|auto`.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
+
+use crate::backend::cuda::cuda_available;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -15,8 +17,11 @@ impl Device {
     pub fn resolve(self) -> Result<Device> {
         match self {
             Device::Cpu => Ok(Device::Cpu),
-            Device::Auto => Ok(Device::Cpu),
-            Device::Cuda => bail!("the CUDA backend is not part of this build yet; use --device cpu"),
+            Device::Auto => Ok(if cuda_available().is_ok() { Device::Cuda } else { Device::Cpu }),
+            Device::Cuda => {
+                cuda_available().map_err(|why| anyhow!("--device cuda: {why}"))?;
+                Ok(Device::Cuda)
+            }
         }
     }
 }

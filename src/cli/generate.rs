@@ -78,7 +78,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let prompts = read_prompts(&args)?;
     match args.device.resolve()? {
         Device::Cpu => run_on(&Cpu, &args, &prompts),
-        other => bail!("device {other:?} is not available in this build"),
+        Device::Cuda => run_on(&crate::backend::cuda::CudaBackend::new(0)?, &args, &prompts),
+        Device::Auto => unreachable!("resolve() never returns Auto"),
     }
 }
 

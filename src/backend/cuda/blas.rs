@@ -4,6 +4,7 @@
 //! Row-major `out[m,n] = A[m,k]·B[k,n]` is computed as the column-major `out^T = B^T·A^T`, so
 //! cuBLAS's first operand is our `b` and its second our `a`, with no copies.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Mutex;
@@ -58,11 +59,10 @@ impl Blas {
     pub fn gemm(&self, stream: sys::cudaStream_t, out: u64, out_dtype: DType, a: u64, b: u64, g: Gemm) -> Result<()> {
         let key = Key { m: g.m, n: g.n, k: g.k, trans_a: g.trans_a, trans_b: g.trans_b, out_f32: out_dtype == DType::F32 };
         let mut plans = self.plans.lock().unwrap();
-        if !plans.contains_key(&key) {
-            let plan = self.plan(key).with_context(|| format!("planning gemm m={} n={} k={} trans_a={} trans_b={}", g.m, g.n, g.k, g.trans_a, g.trans_b))?;
-            plans.insert(key, plan);
-        }
-        let plan = &plans[&key];
+        let plan = match plans.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.plan(key).with_context(|| format!("planning gemm m={} n={} k={} trans_a={} trans_b={}", g.m, g.n, g.k, g.trans_a, g.trans_b))?),
+        };
         let alpha = 1.0f32;
         let beta = if g.accumulate { 1.0f32 } else { 0.0 };
         // SAFETY: the layouts describe the buffers the caller checked; the workspace is ours.

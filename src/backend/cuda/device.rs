@@ -13,10 +13,14 @@ use cudarc::driver::{CudaContext, CudaStream};
 pub fn cuda_available() -> Result<(), String> {
     // SAFETY: only tries to open the shared library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(format!(
+        let mut why = format!(
             "no CUDA driver (libcuda.so not found); looked for {} on the loader path (set LD_LIBRARY_PATH if it is elsewhere)",
             lib_names("cuda")
-        ));
+        );
+        if !super::module::HAS_KERNELS {
+            why.push_str("; this build also has no CUDA kernels: run scripts/install-nvcc.sh, then rebuild");
+        }
+        return Err(why);
     }
     if !super::module::HAS_KERNELS {
         return Err(format!(

@@ -24,6 +24,7 @@ impl CudaBackend {
     }
 
     /// residual += x; out = rms_norm(residual) * weight (the pre-norm of the next sub-layer).
+    #[allow(clippy::too_many_arguments)] // the trait's rms_norm arguments plus the residual
     pub fn add_rms_norm(&self, out: &mut CudaTensor, residual: &mut CudaTensor, x: &CudaTensor, weight: &CudaTensor, rows: usize, dim: usize, eps: f32) -> Result<()> {
         for (t, n, what) in [(&*out, rows * dim, "add_rms_norm out"), (&*residual, rows * dim, "add_rms_norm residual"), (x, rows * dim, "add_rms_norm x"), (weight, dim, "add_rms_norm weight")] {
             want_len(t, n, what)?;
@@ -33,7 +34,8 @@ impl CudaBackend {
         self.launch(Kernel::AddRmsNorm, grid((rows.div_ceil(NORM_ROWS_PER_BLOCK) as u32, 1, 1), 32 * NORM_ROWS_PER_BLOCK as u32), &p)
     }
 
-    /// Per-head RMSNorm of q or k in place (`x` is `[rows, n_heads*head_dim]`, `weight` `[head_dim]`).
+    /// Per-head RMSNorm of q or k (`x` is `[rows, n_heads*head_dim]`, `weight` `[head_dim]`).
+    #[allow(clippy::too_many_arguments)] // the trait's rms_norm arguments, heads split out
     pub fn qk_norm(&self, out: &mut CudaTensor, x: &CudaTensor, weight: &CudaTensor, rows: usize, n_heads: usize, head_dim: usize, eps: f32) -> Result<()> {
         self.rms_norm(out, x, weight, rows * n_heads, head_dim, eps)
     }
