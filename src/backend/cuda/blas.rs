@@ -1,6 +1,9 @@
 //! Matrix products on cuBLASLt: bf16 inputs, f32 accumulation, bf16 or f32 output. The Lt
 //! descriptors and the chosen algorithm are cached per shape.
 //!
+//! When cuBLASLt's heuristic offers no algorithm for a shape (odd leading dimensions can do
+//! that), the product falls back to `cublasGemmEx` with the same operands.
+//!
 //! Row-major `out[m,n] = A[m,k]·B[k,n]` is computed as the column-major `out^T = B^T·A^T`, so
 //! cuBLAS's first operand is our `b` and its second our `a`, with no copies.
 
@@ -32,16 +35,19 @@ struct Plan {
     a: sys::cublasLtMatrixLayout_t,
     b: sys::cublasLtMatrixLayout_t,
     c: sys::cublasLtMatrixLayout_t,
-    algo: sys::cublasLtMatmulAlgo_t,
+    /// None: no Lt algorithm for this shape, use cublasGemmEx.
+    algo: Option<sys::cublasLtMatmulAlgo_t>,
 }
 
 pub struct Blas {
     handle: sys::cublasLtHandle_t,
     workspace: DevBuf,
     plans: Mutex<HashMap<Key, Plan>>,
+    /// Created on first use by a shape without an Lt algorithm.
+    fallback: Mutex<Option<cudarc::cublas::sys::cublasHandle_t>>,
 }
 
-// SAFETY: the handle and descriptors are only used under the plans lock or on the one stream.
+// SAFETY: the handles and descriptors are only used under their locks, on the one stream.
 unsafe impl Send for Blas {}
 unsafe impl Sync for Blas {}
 
@@ -52,7 +58,7 @@ fn cublas<T>(r: Result<T, cudarc::cublaslt::result::CublasError>, what: &str) ->
 impl Blas {
     pub fn new(workspace: DevBuf) -> Result<Self> {
         let handle = cublas(lt::create_handle(), "create handle")?;
-        Ok(Blas { handle, workspace, plans: Mutex::new(HashMap::new()) })
+        Ok(Blas { handle, workspace, plans: Mutex::new(HashMap::new()), fallback: Mutex::new(None) })
     }
 
     /// `out (+)= a·b` as described by [`Gemm`]; `a`, `b` bf16 device pointers, `out` of `out_dtype`.
@@ -65,6 +71,10 @@ impl Blas {
         };
         let alpha = 1.0f32;
         let beta = if g.accumulate { 1.0f32 } else { 0.0 };
+        let Some(algo) = plan.algo.as_ref() else {
+            drop(plans);
+            return self.gemm_ex(stream, out, out_dtype, a, b, g, alpha, beta);
+        };
         // SAFETY: the layouts describe the buffers the caller checked; the workspace is ours.
         unsafe {
             sys::cublasLtMatmul(
@@ -80,13 +90,59 @@ impl Blas {
                 plan.c,
                 out as *mut c_void,
                 plan.c,
-                &plan.algo,
+                algo,
                 self.workspace.ptr() as *mut c_void,
                 WORKSPACE_BYTES.min(self.workspace.bytes()),
                 stream,
             )
             .result()
             .map_err(|e| anyhow!("cuBLASLt matmul m={} n={} k={}: {e:?}", g.m, g.n, g.k))
+        }
+    }
+
+    /// The same product through cublasGemmEx (column-major, operands swapped as above).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_ex(&self, stream: sys::cudaStream_t, out: u64, out_dtype: DType, a: u64, b: u64, g: Gemm, alpha: f32, beta: f32) -> Result<()> {
+        use cudarc::cublas::{result as cb, sys as cs};
+        let mut fallback = self.fallback.lock().unwrap();
+        let handle = match *fallback {
+            Some(h) => h,
+            None => {
+                let h = cb::create_handle().map_err(|e| anyhow!("cuBLAS create handle: {e:?}"))?;
+                *fallback = Some(h);
+                h
+            }
+        };
+        let op = |t: bool| if t { cs::cublasOperation_t::CUBLAS_OP_T } else { cs::cublasOperation_t::CUBLAS_OP_N };
+        let (m, n, k) = (g.m as i32, g.n as i32, g.k as i32);
+        let ldb = if g.trans_b { k } else { n };
+        let lda = if g.trans_a { m } else { k };
+        let out_type = if out_dtype == DType::F32 { cs::cudaDataType::CUDA_R_32F } else { cs::cudaDataType::CUDA_R_16BF };
+        // SAFETY: as for the Lt path; the handle is used under its lock.
+        unsafe {
+            cb::set_stream(handle, stream as _).map_err(|e| anyhow!("cuBLAS set stream: {e:?}"))?;
+            cb::gemm_ex(
+                handle,
+                op(g.trans_b),
+                op(g.trans_a),
+                n,
+                m,
+                k,
+                &alpha as *const f32 as *const c_void,
+                b as *const c_void,
+                cs::cudaDataType::CUDA_R_16BF,
+                ldb,
+                a as *const c_void,
+                cs::cudaDataType::CUDA_R_16BF,
+                lda,
+                &beta as *const f32 as *const c_void,
+                out as *mut c_void,
+                out_type,
+                n,
+                cs::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+            .map_err(|e| anyhow!("cublasGemmEx m={} n={} k={}: {e:?}", g.m, g.n, g.k))
         }
     }
 
@@ -115,9 +171,9 @@ impl Blas {
             cublas(lt::set_matmul_pref_attribute(pref, sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const u64 as *const c_void, 8), "workspace size")?;
             let h = lt::get_matmul_algo_heuristic(self.handle, desc, la, lb, lc, lc, pref);
             let _ = lt::destroy_matmul_pref(pref);
-            cublas(h, "algorithm heuristic (no algorithm for this shape)")?
+            h.ok()
         };
-        Ok(Plan { desc, a: la, b: lb, c: lc, algo: heuristic.algo })
+        Ok(Plan { desc, a: la, b: lb, c: lc, algo: heuristic.map(|h| h.algo) })
     }
 }
 
@@ -132,6 +188,9 @@ impl Drop for Blas {
                 let _ = lt::destroy_matmul_desc(p.desc);
             }
             let _ = lt::destroy_handle(self.handle);
+            if let Some(h) = *self.fallback.lock().unwrap() {
+                let _ = cudarc::cublas::result::destroy_handle(h);
+            }
         }
     }
 }
