@@ -4,15 +4,14 @@
 // Cache row of (sequence s, position j): block_tables[s * max_blocks + j / block_size] *
 // block_size + j % block_size; each row holds n_kv_heads * head_dim values.
 //
-// Split-KV: grid = (tokens, n_kv_heads * head_chunks, n_splits). A block takes up to 8 query heads
-// that share one KV head and one slice of the context, so each K/V row is read once for all of
-// them. In a warp, D/8 lanes hold one key (16 bytes each), so a warp reads 32/(D/8) keys at once,
-// coalesced. Scores live in the log2 domain (q is pre-scaled by scale*log2(e)). Each split writes
+// Split-KV: grid = (tokens, n_kv_heads * head_chunks, n_splits). A block takes up to G query heads
+// (G = 1, 2, 4 or 8, the smallest that holds the group, so registers scale with the group) that
+// share one KV head and one slice of the context, so each K/V row is read once for all of them. In a warp, D/8 lanes hold one key (16 bytes each), so a warp reads 32/(D/8) keys at once,
+// coalesced; the next key's K and V are loaded before the current one is used. Scores live in the log2 domain (q is pre-scaled by scale*log2(e)). Each split writes
 // its normalised output and log-sum-exp; attention_paged_merge combines the splits.
 #include "common.cuh"
 
 constexpr int PAGED_WARPS = 4;
-constexpr int PAGED_MAX_GROUP = 8;  // query heads per block; more are spread over grid.y
 constexpr float LOG2E = 1.4426950408889634f;
 constexpr float LN2 = 0.6931471805599453f;
 
@@ -37,21 +36,21 @@ DEVICE void load8(const bf16* src, float* dst) {
     }
 }
 
-template <int D>
+template <int D, int G>
 DEVICE void attention_paged_impl(const AttentionPagedParams& p) {
     constexpr int LPK = D / 8;     // lanes per key
     constexpr int KPW = 32 / LPK;  // keys per warp step
-    __shared__ float sm_m[PAGED_WARPS][PAGED_MAX_GROUP];
-    __shared__ float sm_l[PAGED_WARPS][PAGED_MAX_GROUP];
-    __shared__ float sm_acc[PAGED_WARPS][PAGED_MAX_GROUP][D];
+    __shared__ float sm_m[PAGED_WARPS][G];
+    __shared__ float sm_l[PAGED_WARPS][G];
+    __shared__ float sm_acc[PAGED_WARPS][G][D];
 
     const int t = blockIdx.x;
     const int group = p.n_heads / p.n_kv_heads;
-    const int chunks = (group + PAGED_MAX_GROUP - 1) / PAGED_MAX_GROUP;
+    const int chunks = (group + G - 1) / G;
     const int kvh = blockIdx.y / chunks;
     const int chunk = blockIdx.y % chunks;
-    const int h0 = kvh * group + chunk * PAGED_MAX_GROUP;
-    const int nh = min(PAGED_MAX_GROUP, group - chunk * PAGED_MAX_GROUP);
+    const int h0 = kvh * group + chunk * G;
+    const int nh = min(G, group - chunk * G);
     const int split = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = lane / LPK, part = lane % LPK;
@@ -63,10 +62,10 @@ DEVICE void attention_paged_impl(const AttentionPagedParams& p) {
     const int kv_dim = p.n_kv_heads * D;
     const uint32_t* table = p.block_tables + (size_t)seq * p.max_blocks;
 
-    float q[PAGED_MAX_GROUP][8], acc[PAGED_MAX_GROUP][8], m[PAGED_MAX_GROUP], l[PAGED_MAX_GROUP];
+    float q[G][8], acc[G][8], m[G], l[G];
     const float qscale = p.scale * LOG2E;
 #pragma unroll
-    for (int h = 0; h < PAGED_MAX_GROUP; ++h) {
+    for (int h = 0; h < G; ++h) {
         m[h] = -INFINITY;
         l[h] = 0.0f;
 #pragma unroll
@@ -78,18 +77,30 @@ DEVICE void attention_paged_impl(const AttentionPagedParams& p) {
         }
     }
 
+    // K/V of the key this lane group handles in the current step, and of the next step.
+    auto key_offset = [&](int key) -> size_t {
+        const size_t row = (size_t)table[key / p.block_size] * p.block_size + key % p.block_size;
+        return row * kv_dim + (size_t)kvh * D + part * 8;
+    };
+    float kf[8], vf[8];
+    const int first = k_begin + warp * KPW + sub;
+    if (first < k_end) {
+        const size_t off = key_offset(first);
+        load8(p.k_cache + off, kf);
+        load8(p.v_cache + off, vf);
+    }
     for (int base = k_begin + warp * KPW; base < k_end; base += PAGED_WARPS * KPW) {
         const int key = base + sub;
         const bool valid = key < k_end;
-        float kf[8], vf[8];
-        if (valid) {
-            const size_t row = (size_t)table[key / p.block_size] * p.block_size + key % p.block_size;
-            const size_t off = row * kv_dim + (size_t)kvh * D + part * 8;
-            load8(p.k_cache + off, kf);
-            load8(p.v_cache + off, vf);
+        float kn[8] = {}, vn[8] = {};
+        const int next = key + PAGED_WARPS * KPW;
+        if (next < k_end) {
+            const size_t off = key_offset(next);
+            load8(p.k_cache + off, kn);
+            load8(p.v_cache + off, vn);
         }
 #pragma unroll
-        for (int h = 0; h < PAGED_MAX_GROUP; ++h) {
+        for (int h = 0; h < G; ++h) {
             if (h >= nh) break;
             float s = 0.0f;
             if (valid) {
@@ -108,11 +119,16 @@ DEVICE void attention_paged_impl(const AttentionPagedParams& p) {
                 m[h] = m_new;
             }
         }
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            kf[i] = kn[i];
+            vf[i] = vn[i];
+        }
     }
 
     // Merge the key slots of the warp (lanes with the same `part`).
 #pragma unroll
-    for (int h = 0; h < PAGED_MAX_GROUP; ++h) {
+    for (int h = 0; h < G; ++h) {
         if (h >= nh) break;
 #pragma unroll
         for (int o = LPK; o < 32; o <<= 1) {
@@ -167,10 +183,22 @@ DEVICE void attention_paged_impl(const AttentionPagedParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) attention_paged_hd16(const AttentionPagedParams p) { attention_paged_impl<16>(p); }
-extern "C" __global__ void __launch_bounds__(128) attention_paged_hd32(const AttentionPagedParams p) { attention_paged_impl<32>(p); }
-extern "C" __global__ void __launch_bounds__(128) attention_paged_hd64(const AttentionPagedParams p) { attention_paged_impl<64>(p); }
-extern "C" __global__ void __launch_bounds__(128) attention_paged_hd128(const AttentionPagedParams p) { attention_paged_impl<128>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd16_g1(const AttentionPagedParams p) { attention_paged_impl<16, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd16_g2(const AttentionPagedParams p) { attention_paged_impl<16, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd16_g4(const AttentionPagedParams p) { attention_paged_impl<16, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd16_g8(const AttentionPagedParams p) { attention_paged_impl<16, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd32_g1(const AttentionPagedParams p) { attention_paged_impl<32, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd32_g2(const AttentionPagedParams p) { attention_paged_impl<32, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd32_g4(const AttentionPagedParams p) { attention_paged_impl<32, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd32_g8(const AttentionPagedParams p) { attention_paged_impl<32, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd64_g1(const AttentionPagedParams p) { attention_paged_impl<64, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd64_g2(const AttentionPagedParams p) { attention_paged_impl<64, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd64_g4(const AttentionPagedParams p) { attention_paged_impl<64, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd64_g8(const AttentionPagedParams p) { attention_paged_impl<64, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd128_g1(const AttentionPagedParams p) { attention_paged_impl<128, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd128_g2(const AttentionPagedParams p) { attention_paged_impl<128, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd128_g4(const AttentionPagedParams p) { attention_paged_impl<128, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_paged_hd128_g8(const AttentionPagedParams p) { attention_paged_impl<128, 8>(p); }
 
 // Combines the splits: grid = (tokens, n_heads), blockDim.x >= head_dim (head_dim = D inferred
 // from blockDim.x, which the host sets to head_dim).

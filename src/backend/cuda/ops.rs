@@ -70,13 +70,26 @@ impl CudaBackend {
     }
 }
 
-fn paged_kernel(head_dim: usize) -> Result<Kernel> {
-    Ok(match head_dim {
-        16 => Kernel::AttentionPagedHd16,
-        32 => Kernel::AttentionPagedHd32,
-        64 => Kernel::AttentionPagedHd64,
-        128 => Kernel::AttentionPagedHd128,
-        d => bail!("attention_paged: head_dim {d} has no kernel (16, 32, 64, 128)"),
+/// The paged attention kernel for `head_dim` holding `heads_per_block` (1, 2, 4 or 8) query heads.
+fn paged_kernel(head_dim: usize, heads_per_block: usize) -> Result<Kernel> {
+    Ok(match (head_dim, heads_per_block) {
+        (16, 1) => Kernel::AttentionPagedHd16G1,
+        (16, 2) => Kernel::AttentionPagedHd16G2,
+        (16, 4) => Kernel::AttentionPagedHd16G4,
+        (16, 8) => Kernel::AttentionPagedHd16G8,
+        (32, 1) => Kernel::AttentionPagedHd32G1,
+        (32, 2) => Kernel::AttentionPagedHd32G2,
+        (32, 4) => Kernel::AttentionPagedHd32G4,
+        (32, 8) => Kernel::AttentionPagedHd32G8,
+        (64, 1) => Kernel::AttentionPagedHd64G1,
+        (64, 2) => Kernel::AttentionPagedHd64G2,
+        (64, 4) => Kernel::AttentionPagedHd64G4,
+        (64, 8) => Kernel::AttentionPagedHd64G8,
+        (128, 1) => Kernel::AttentionPagedHd128G1,
+        (128, 2) => Kernel::AttentionPagedHd128G2,
+        (128, 4) => Kernel::AttentionPagedHd128G4,
+        (128, 8) => Kernel::AttentionPagedHd128G8,
+        (d, _) => bail!("attention_paged: head_dim {d} has no kernel (16, 32, 64, 128)"),
     })
 }
 
@@ -204,7 +217,10 @@ impl Backend for CudaBackend {
 
     fn attention_paged(&self, out: &mut CudaTensor, q: &CudaTensor, k_cache: &CudaTensor, v_cache: &CudaTensor, p: &PagedAttn<Self>) -> Result<()> {
         let s = p.shape;
-        let kernel = paged_kernel(s.head_dim)?;
+        // Query heads per block: the smallest of 1, 2, 4, 8 that holds the group (registers grow
+        // with it); larger groups are split over several blocks.
+        let heads_per_block = s.group().min(8).next_power_of_two();
+        let kernel = paged_kernel(s.head_dim, heads_per_block)?;
         ensure!(s.n_heads % s.n_kv_heads == 0, "attention_paged: {} heads over {} kv heads", s.n_heads, s.n_kv_heads);
         want_len(q, p.tokens * s.q_dim(), "attention_paged q")?;
         want_len(out, p.tokens * s.q_dim(), "attention_paged out")?;
@@ -213,7 +229,7 @@ impl Backend for CudaBackend {
         }
         // Enough splits to fill the GPU twice over, each at least PAGED_MIN_SPLIT positions.
         let max_ctx = p.max_blocks * p.block_size;
-        let head_chunks = s.group().div_ceil(8);
+        let head_chunks = s.group().div_ceil(heads_per_block);
         let blocks = p.tokens * s.n_kv_heads * head_chunks;
         let want = (2 * self.dev.sm_count as usize).div_ceil(blocks);
         let n_splits = want.clamp(1, max_ctx.div_ceil(PAGED_MIN_SPLIT).max(1));
