@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use atomrl::backend::cpu::Cpu;
-use atomrl::backend::cuda::{cuda_available, CudaBackend, DType};
+use atomrl::backend::cuda::{kernels_runnable, CudaBackend, DType};
 use atomrl::backend::{AttnShape, Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams};
 
 // ---- tolerances
@@ -66,7 +66,7 @@ fn check(op: &str, what: &str, got: &[f32], want: &[f32]) {
 
 fn gpu() -> Option<&'static CudaBackend> {
     static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
-    GPU.get_or_init(|| match cuda_available() {
+    GPU.get_or_init(|| match kernels_runnable() {
         Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
         Err(_) => None,
     })
@@ -79,7 +79,7 @@ macro_rules! gpu_or_skip {
         match gpu() {
             Some(g) => g,
             None => {
-                eprintln!("skipped: {}", cuda_available().err().unwrap_or_default());
+                eprintln!("skipped: {}", kernels_runnable().err().unwrap_or_default());
                 return;
             }
         }

@@ -108,6 +108,7 @@ impl Blas {
         let handle = match *fallback {
             Some(h) => h,
             None => {
+                super::device::cublas_available().map_err(|e| anyhow!("gemm m={} n={} k={} needs the cuBLAS fallback: {e}", g.m, g.n, g.k))?;
                 let h = cb::create_handle().map_err(|e| anyhow!("cuBLAS create handle: {e:?}"))?;
                 *fallback = Some(h);
                 h

@@ -22,26 +22,30 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-pub use device::cuda_available;
+pub use device::{cublaslt_available, cuda_available, kernels_runnable};
 pub use memory::{CudaIndex, CudaTensor, DType};
 
 /// One GPU: its context and stream, the kernel module, cuBLASLt and the memory pool.
 pub struct CudaBackend {
     dev: device::Device,
     module: module::Module,
-    blas: blas::Blas,
+    /// None when cuBLASLt is missing: every op but `gemm` still works.
+    blas: Option<blas::Blas>,
     pool: Arc<memory::Pool>,
 }
 
 impl CudaBackend {
     /// Opens device `ordinal`. Fails with the reason when there is no driver, no GPU, or this
-    /// build has no kernels.
+    /// build has no kernels. Without cuBLASLt it opens, and `gemm` reports what is missing.
     pub fn new(ordinal: usize) -> Result<Self> {
         let dev = device::Device::new(ordinal)?;
         dev.bind()?;
         let module = module::Module::load(&dev.ctx)?;
         let pool = Arc::new(memory::Pool::default());
-        let blas = blas::Blas::new(pool.alloc(32 << 20)?)?;
+        let blas = match device::cublaslt_available() {
+            Ok(()) => Some(blas::Blas::new(pool.alloc(32 << 20)?)?),
+            Err(_) => None,
+        };
         Ok(CudaBackend { dev, module, blas, pool })
     }
 

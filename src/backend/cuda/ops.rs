@@ -168,8 +168,9 @@ impl Backend for CudaBackend {
         want_len(a, g.m * g.k, "gemm a")?;
         want_len(b, g.k * g.n, "gemm b")?;
         let (a_ptr, b_ptr) = (want_bf16(a, "gemm a")?, want_bf16(b, "gemm b")?);
+        let blas = self.blas.as_ref().ok_or_else(|| anyhow::anyhow!("gemm: {}", super::cublaslt_available().err().unwrap_or_default()))?;
         self.dev.bind()?;
-        self.blas.gemm(self.dev.stream.cu_stream() as _, out.ptr(), out.dtype, a_ptr, b_ptr, g)
+        blas.gemm(self.dev.stream.cu_stream() as _, out.ptr(), out.dtype, a_ptr, b_ptr, g)
     }
 
     fn add_bias(&self, x: &mut CudaTensor, bias: &CudaTensor, rows: usize, dim: usize) -> Result<()> {
