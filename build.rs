@@ -131,7 +131,7 @@ fn compile(nvcc: &Path, root: &Path, out: &Path, cu_files: &[&PathBuf], structs:
     fs::write(&unit_path, unit).unwrap();
     let mut cmd = Command::new(nvcc);
     cmd.arg("-fatbin")
-        .args(["-O3", "-std=c++17", "--use_fast_math", "--threads", "2"])
+        .args(["-O3", "-std=c++17", "--use_fast_math", "--threads", "2", "-Xptxas=--warn-on-spills"])
         .args(ARCH_FLAGS)
         .arg("-I")
         .arg(root.join("kernels"))
@@ -144,6 +144,10 @@ fn compile(nvcc: &Path, root: &Path, out: &Path, cu_files: &[&PathBuf], structs:
     let output = cmd.output().map_err(|e| format!("running {}: {e}", nvcc.display()))?;
     if !output.status.success() {
         return Err(format!("{} failed:\n{}", nvcc.display(), String::from_utf8_lossy(&output.stderr)));
+    }
+    // Register spills and other ptxas/nvcc warnings show up in the cargo output.
+    for line in String::from_utf8_lossy(&output.stderr).lines().filter(|l| !l.trim().is_empty()) {
+        println!("cargo::warning=nvcc: {line}");
     }
     Ok(())
 }
