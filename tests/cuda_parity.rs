@@ -263,7 +263,7 @@ fn casts_and_copy() {
 fn gemm() {
     let g = gpu_or_skip!();
     let mut rng = Rng(6);
-    for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 33, 65), (128, 256, 64), (5, 151, 896)] {
+    for (m, n, k) in [(1, 1, 1), (2, 3, 0), (3, 5, 7), (17, 33, 65), (128, 256, 64), (5, 151, 896)] {
         for (trans_a, trans_b) in [(false, true), (false, false), (true, false), (true, true)] {
             for accumulate in [false, true] {
                 let gm = Gemm { m, n, k, trans_a, trans_b, accumulate };

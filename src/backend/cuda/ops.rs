@@ -19,6 +19,10 @@ const PAGED_MIN_SPLIT: usize = 256;
 
 impl CudaBackend {
     fn launch<P: KernelParams + cudarc::driver::DeviceRepr>(&self, k: Kernel, cfg: cudarc::driver::LaunchConfig, p: &P) -> Result<()> {
+        let (x, y, z) = cfg.grid_dim;
+        if x == 0 || y == 0 || z == 0 {
+            return Ok(()); // nothing to do (zero rows), and CUDA rejects an empty grid
+        }
         self.dev.bind()?;
         self.module.launch(&self.dev.stream, k, cfg, p)
     }
@@ -168,6 +172,18 @@ impl Backend for CudaBackend {
         want_len(a, g.m * g.k, "gemm a")?;
         want_len(b, g.k * g.n, "gemm b")?;
         let (a_ptr, b_ptr) = (want_bf16(a, "gemm a")?, want_bf16(b, "gemm b")?);
+        if g.m == 0 || g.n == 0 {
+            return Ok(());
+        }
+        if g.k == 0 {
+            // an empty sum: out = 0, or unchanged when accumulating
+            if !g.accumulate {
+                self.dev.bind()?;
+                // SAFETY: out holds at least m*n elements (checked above).
+                unsafe { cudarc::driver::result::memset_d8_async(out.ptr(), 0, g.m * g.n * out.dtype.size(), self.dev.stream.cu_stream()) }?;
+            }
+            return Ok(());
+        }
         let blas = self.blas.as_ref().ok_or_else(|| anyhow::anyhow!("gemm: {}", super::cublaslt_available().err().unwrap_or_default()))?;
         self.dev.bind()?;
         blas.gemm(self.dev.stream.cu_stream() as _, out.ptr(), out.dtype, a_ptr, b_ptr, g)
