@@ -130,3 +130,20 @@ fn bad_requests_are_refused_with_clear_errors() {
     let bad = generate(&Cpu, &m, vec![GenRequest { id: 0, prompt: vec![1], sampling: SamplingConfig { top_p: 0.0, ..greedy(4) } }], &EngineOptions::default(), None, |_, _| {});
     assert!(format!("{:#}", bad.unwrap_err()).contains("top_p"));
 }
+
+#[test]
+fn samples_of_one_prompt_share_its_prefill_and_match_separate_runs() {
+    let m = model("tiny-qwen2");
+    let sampling = SamplingConfig { temperature: 1.0, seed: 11, max_new_tokens: 9, ..SamplingConfig::default() };
+    let prompt: Vec<u32> = (0..13).map(|j| (j * 5 + 1) % 96).collect();
+    let group = || -> Vec<GenRequest> { (0..4u32).map(|i| GenRequest { id: i, prompt: prompt.clone(), sampling: sampling.clone() }).collect() };
+    let opts = EngineOptions { max_batch: 4, block_size: 4, stop_ids: vec![] };
+    let together = generate(&Cpu, &m, group(), &opts, None, |_, _| {}).unwrap();
+    for r in group() {
+        let id = r.id as usize;
+        let alone = generate(&Cpu, &m, vec![r], &opts, None, |_, _| {}).unwrap();
+        assert_eq!(alone[0].completion_ids, together[id].completion_ids, "sample {id}");
+    }
+    let distinct: std::collections::BTreeSet<_> = together.iter().map(|c| c.completion_ids.clone()).collect();
+    assert!(distinct.len() > 1, "different streams should draw different samples");
+}

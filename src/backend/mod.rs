@@ -130,6 +130,8 @@ pub trait Backend: Send + Sync + 'static {
     fn len(&self, t: &Self::Tensor) -> usize;
     /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
     fn copy(&self, dst: &mut Self::Tensor, dst_off: usize, src: &Self::Tensor, src_off: usize, len: usize) -> Result<()>;
+    /// `t[dst_off..dst_off+len] = t[src_off..src_off+len]` for ranges that do not overlap.
+    fn copy_within(&self, t: &mut Self::Tensor, src_off: usize, dst_off: usize, len: usize) -> Result<()>;
 
     // ---- forward ops
     /// `out[t,:] = table[ids[t],:]`.

@@ -2,7 +2,7 @@
 //! forward call holding the prompts of newly admitted requests and one new token of every
 //! running one, samples, and retires finished sequences so queued requests take their slots.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
@@ -133,8 +133,15 @@ pub fn generate<B: Backend>(
             let out = Completion { id: req.id, prompt_ids: req.prompt.clone(), completion_ids: Vec::new(), completion_logprobs: Vec::new(), finish_reason: FinishReason::Length };
             active.push(Active { pending: req.prompt.clone(), req, out, budget });
         }
-        let entries: Vec<(u64, &[u32])> = active.iter().map(|a| (a.req.id as u64, a.pending.as_slice())).collect();
-        let logits = model.forward_cached(be, &mut cache, &entries, false)?;
+        let (entries, rows, forks) = plan_step(&active);
+        let entries: Vec<(u64, &[u32])> = entries.iter().map(|&i| (active[i].req.id as u64, active[i].pending.as_slice())).collect();
+        let mut logits = model.forward_cached(be, &mut cache, &entries, false)?;
+        if !forks.is_empty() {
+            for &(leader, follower) in &forks {
+                cache.fork(be, active[leader].req.id as u64, active[follower].req.id as u64)?;
+            }
+            logits = gather_rows(be, &logits, &rows, model.config.vocab_size)?;
+        }
         let params: Vec<SampleParams> = active
             .iter()
             .map(|a| {
@@ -163,6 +170,38 @@ pub fn generate<B: Backend>(
     }
     done.sort_by_key(|c| c.id);
     Ok(done)
+}
+
+/// Which active sequences go into the forward call, which logits row each one samples from, and
+/// which (leader, follower) pairs share a prompt: a request admitted together with another one
+/// holding the same prompt copies its leader's cache instead of recomputing the prompt.
+fn plan_step(active: &[Active]) -> (Vec<usize>, Vec<usize>, Vec<(usize, usize)>) {
+    let mut entries = Vec::new();
+    let mut rows = vec![0; active.len()];
+    let mut forks = Vec::new();
+    let mut leaders: HashMap<&[u32], usize> = HashMap::new();
+    for (i, a) in active.iter().enumerate() {
+        let is_new = a.out.completion_ids.is_empty();
+        if is_new {
+            if let Some(&leader) = leaders.get(a.req.prompt.as_slice()) {
+                forks.push((leader, i));
+                rows[i] = rows[leader];
+                continue;
+            }
+            leaders.insert(&a.req.prompt, i);
+        }
+        rows[i] = entries.len();
+        entries.push(i);
+    }
+    (entries, rows, forks)
+}
+
+fn gather_rows<B: Backend>(be: &B, logits: &B::Tensor, rows: &[usize], vocab: usize) -> Result<B::Tensor> {
+    let mut out = be.zeros(rows.len() * vocab)?;
+    for (i, &r) in rows.iter().enumerate() {
+        be.copy(&mut out, i * vocab, logits, r * vocab, vocab)?;
+    }
+    Ok(out)
 }
 
 fn hits_stop_string(a: &Active, tokenizer: Option<&Tokenizer>) -> Result<bool> {

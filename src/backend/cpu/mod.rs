@@ -44,6 +44,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn copy_within(&self, t: &mut Vec<f32>, src_off: usize, dst_off: usize, len: usize) -> Result<()> {
+        ensure!(src_off.max(dst_off) + len <= t.len(), "copy_within out of bounds");
+        ensure!(src_off + len <= dst_off || dst_off + len <= src_off, "copy_within ranges overlap");
+        t.copy_within(src_off..src_off + len, dst_off);
+        Ok(())
+    }
+
     fn embedding(&self, out: &mut Vec<f32>, table: &Vec<f32>, ids: &Vec<u32>, rows: usize, dim: usize) -> Result<()> {
         ops::embedding(out, table, ids, rows, dim)
     }
