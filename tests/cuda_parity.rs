@@ -257,6 +257,11 @@ fn casts_and_copy() {
     let mut want_dst = vec![0.0; 50];
     want_dst[7..27].copy_from_slice(&want[100..120]);
     check("copy", "range", &down(g, &dst), &want_dst);
+
+    let mut want_within = want_dst.clone();
+    Cpu.copy_within(&mut want_within, 7, 30, 15).unwrap();
+    g.copy_within(&mut dst, 7, 30, 15).unwrap();
+    check("copy", "within", &down(g, &dst), &want_within);
 }
 
 #[test]

@@ -152,6 +152,16 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn copy_within(&self, t: &mut CudaTensor, src_off: usize, dst_off: usize, len: usize) -> Result<()> {
+        ensure!(src_off.max(dst_off) + len <= t.len, "copy_within out of bounds");
+        ensure!(src_off + len <= dst_off || dst_off + len <= src_off, "copy_within ranges overlap");
+        self.dev.bind()?;
+        let s = t.dtype.size();
+        // SAFETY: both ranges are in bounds and disjoint (checked above).
+        unsafe { cudarc::driver::result::memcpy_dtod_async(t.ptr() + (dst_off * s) as u64, t.ptr() + (src_off * s) as u64, len * s, self.dev.stream.cu_stream()) }?;
+        Ok(())
+    }
+
     fn embedding(&self, out: &mut CudaTensor, table: &CudaTensor, ids: &CudaIndex, rows: usize, dim: usize) -> Result<()> {
         want_len(out, rows * dim, "embedding out")?;
         ensure!(ids.len >= rows, "embedding: {} ids for {rows} rows", ids.len);
