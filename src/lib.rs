@@ -6,7 +6,9 @@
 
 pub mod backend;
 pub mod cli;
+pub mod config;
 pub mod convert;
+pub mod metrics;
 pub mod model;
 pub mod rl;
 pub mod rollout;

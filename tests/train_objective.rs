@@ -121,10 +121,10 @@ fn cross_entropy_is_the_mean_negative_log_prob() {
     Cpu.cross_entropy(&mut logp, &mut stats, Some(LossGrads { d_hidden: &mut dh, d_head: &mut dw }), &CrossEntropy { rows, temperature: 1.0 }).unwrap();
     let mean = -logp.iter().zip(&d.weights).map(|(l, w)| l * w).sum::<f32>();
     assert!((stats[LossStat::Loss as usize] - mean).abs() < 1e-6);
-    // Without gradients: the same log-probs.
+    // Without gradients and another chunk: the same log-probs, to rounding.
     let (mut logp2, mut stats2) = (vec![0.0; ROWS], vec![0.0; LOSS_STATS]);
     let rows = LossRows { rows: ROWS, dim: DIM, vocab: VOCAB, chunk: 100, hidden: &d.hidden, head: &d.head, targets: &targets, weights: &d.weights };
     Cpu.cross_entropy(&mut logp2, &mut stats2, None, &CrossEntropy { rows, temperature: 1.0 }).unwrap();
-    assert_eq!(logp, logp2);
+    assert!(rel_err(&logp, &logp2, 0.0) < 1e-6);
     assert!(stats2[LossStat::Entropy as usize] > 0.0);
 }

@@ -6,6 +6,8 @@
 //! passed to each op in a small params struct, the way a kernel receives them.
 
 pub mod cpu;
+pub mod cuda;
+pub mod philox;
 
 use anyhow::Result;
 
@@ -196,6 +198,38 @@ pub struct AdamW {
     pub grad_scale: f32,
 }
 
+/// How to draw one row's next token. See `cpu/sampling.rs` for the exact semantics, which the
+/// sampling kernel reproduces draw for draw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleParams {
+    /// 0 means greedy (argmax, lowest index on ties).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 keeps all.
+    pub top_k: u32,
+    /// Keep the smallest most-likely set with this much of the mass; 1 keeps all.
+    pub top_p: f32,
+    /// Keep tokens at least this fraction as likely as the most likely one; 0 keeps all.
+    pub min_p: f32,
+    pub seed: u64,
+    /// The random stream (the sequence's id) and the token index within it: the Philox counter.
+    pub stream: u32,
+    pub step: u32,
+}
+
+/// A drawn token and its log-probability under the tempered, unfiltered distribution (the
+/// quantity the policy-gradient objective recomputes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// The error of an op a backend does not implement (yet): the training ops have defaults that
+/// return it, so a backend can be brought up op by op.
+fn unsupported(backend: &str, op: &str) -> Result<()> {
+    anyhow::bail!("the {backend} backend does not implement {op}")
+}
+
 /// The op set. Every op writes its outputs into buffers the caller owns, so the model decides
 /// what lives how long; every op returns `Result` because a GPU launch can fail.
 pub trait Backend: Send + Sync + 'static {
@@ -215,34 +249,48 @@ pub trait Backend: Send + Sync + 'static {
     /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
     fn copy(&self, dst: &mut Self::Tensor, dst_off: usize, src: &Self::Tensor, src_off: usize, len: usize) -> Result<()>;
     /// Sets every element of `x` to `value` (zeroing gradients kept across steps).
-    fn fill(&self, x: &mut Self::Tensor, value: f32) -> Result<()>;
+    fn fill(&self, _x: &mut Self::Tensor, _value: f32) -> Result<()> {
+        unsupported(self.name(), "fill")
+    }
+    /// `t[dst_off..dst_off+len] = t[src_off..src_off+len]` for ranges that do not overlap.
+    fn copy_within(&self, t: &mut Self::Tensor, src_off: usize, dst_off: usize, len: usize) -> Result<()>;
 
     // ---- forward ops
     /// `out[t,:] = table[ids[t],:]`.
     fn embedding(&self, out: &mut Self::Tensor, table: &Self::Tensor, ids: &Self::Index, rows: usize, dim: usize) -> Result<()>;
     /// Gradient of [`Backend::embedding`]: `d_table[ids[t],:] += d_out[t,:]`.
-    fn embedding_backward(&self, d_table: &mut Self::Tensor, d_out: &Self::Tensor, ids: &Self::Index, rows: usize, dim: usize) -> Result<()>;
+    fn embedding_backward(&self, _d_table: &mut Self::Tensor, _d_out: &Self::Tensor, _ids: &Self::Index, _rows: usize, _dim: usize) -> Result<()> {
+        unsupported(self.name(), "embedding_backward")
+    }
     /// `out = x / rms(x) * weight`, row by row.
     fn rms_norm(&self, out: &mut Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()>;
     /// Gradient of [`Backend::rms_norm`] given `d_out`: `dx += ∂/∂x`, `d_weight += ∂/∂weight`.
     #[allow(clippy::too_many_arguments)]
-    fn rms_norm_backward(&self, dx: &mut Self::Tensor, d_weight: &mut Self::Tensor, d_out: &Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()>;
+    fn rms_norm_backward(&self, _dx: &mut Self::Tensor, _d_weight: &mut Self::Tensor, _d_out: &Self::Tensor, _x: &Self::Tensor, _weight: &Self::Tensor, _rows: usize, _dim: usize, _eps: f32) -> Result<()> {
+        unsupported(self.name(), "rms_norm_backward")
+    }
     /// Matrix product, see [`Gemm`].
     fn gemm(&self, out: &mut Self::Tensor, a: &Self::Tensor, b: &Self::Tensor, g: Gemm) -> Result<()>;
     /// `x[r,:] += bias` for each row.
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Tensor, rows: usize, dim: usize) -> Result<()>;
     /// Gradient of [`Backend::add_bias`]: `d_bias += ` the column sums of `dx` (`[rows, dim]`).
-    fn add_bias_backward(&self, d_bias: &mut Self::Tensor, dx: &Self::Tensor, rows: usize, dim: usize) -> Result<()>;
+    fn add_bias_backward(&self, _d_bias: &mut Self::Tensor, _dx: &Self::Tensor, _rows: usize, _dim: usize) -> Result<()> {
+        unsupported(self.name(), "add_bias_backward")
+    }
     /// `acc += x`, elementwise.
     fn add(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
     /// Rotates `x` (`[rows, n_heads*head_dim]`) in place by each row's position.
     fn rope(&self, x: &mut Self::Tensor, positions: &Self::Index, r: Rope) -> Result<()>;
     /// Gradient of [`Backend::rope`]: rotates `dx` in place by each row's negative angle.
-    fn rope_backward(&self, dx: &mut Self::Tensor, positions: &Self::Index, r: Rope) -> Result<()>;
+    fn rope_backward(&self, _dx: &mut Self::Tensor, _positions: &Self::Index, _r: Rope) -> Result<()> {
+        unsupported(self.name(), "rope_backward")
+    }
     /// `out = silu(gate) * up`, elementwise.
     fn swiglu(&self, out: &mut Self::Tensor, gate: &Self::Tensor, up: &Self::Tensor) -> Result<()>;
     /// Gradient of [`Backend::swiglu`]: writes `d_gate` and `d_up`.
-    fn swiglu_backward(&self, d_gate: &mut Self::Tensor, d_up: &mut Self::Tensor, d_out: &Self::Tensor, gate: &Self::Tensor, up: &Self::Tensor) -> Result<()>;
+    fn swiglu_backward(&self, _d_gate: &mut Self::Tensor, _d_up: &mut Self::Tensor, _d_out: &Self::Tensor, _gate: &Self::Tensor, _up: &Self::Tensor) -> Result<()> {
+        unsupported(self.name(), "swiglu_backward")
+    }
     /// Writes `k`, `v` rows (`[rows, kv_dim]`) into cache rows `slots[r]`.
     fn kv_cache_write(&self, k_cache: &mut Self::Tensor, v_cache: &mut Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, slots: &Self::Index, rows: usize, kv_dim: usize) -> Result<()>;
     /// Attention of `q` (`[tokens, q_dim]`) over the paged cache; writes `[tokens, q_dim]`.
@@ -253,19 +301,33 @@ pub trait Backend: Send + Sync + 'static {
     /// Gradient of [`Backend::attention_causal`] from its inputs, its output `out` and `lse`:
     /// writes `dq` (`[tokens, q_dim]`), `dk` and `dv` (`[tokens, kv_dim]`).
     #[allow(clippy::too_many_arguments)]
-    fn attention_causal_backward(&self, dq: &mut Self::Tensor, dk: &mut Self::Tensor, dv: &mut Self::Tensor, d_out: &Self::Tensor, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, out: &Self::Tensor, lse: &Self::Tensor, p: &CausalAttn<Self>) -> Result<()>;
+    fn attention_causal_backward(&self, _dq: &mut Self::Tensor, _dk: &mut Self::Tensor, _dv: &mut Self::Tensor, _d_out: &Self::Tensor, _q: &Self::Tensor, _k: &Self::Tensor, _v: &Self::Tensor, _out: &Self::Tensor, _lse: &Self::Tensor, _p: &CausalAttn<Self>) -> Result<()> {
+        unsupported(self.name(), "attention_causal_backward")
+    }
 
     // ---- losses (chunked over rows: the `[rows, vocab]` logits never exist whole)
     /// The clipped policy-gradient objective with optional KL penalty and truncated importance
     /// weights. Writes each row's log-prob (`[rows]`) and the statistics (`[LOSS_STATS]`, see
     /// [`LossStat`]); with `grads`, also the gradient of `Loss`.
-    fn policy_loss(&self, logp: &mut Self::Tensor, stats: &mut Self::Tensor, grads: Option<LossGrads<Self>>, p: &PolicyLoss<Self>) -> Result<()>;
+    fn policy_loss(&self, _logp: &mut Self::Tensor, _stats: &mut Self::Tensor, _grads: Option<LossGrads<Self>>, _p: &PolicyLoss<Self>) -> Result<()> {
+        unsupported(self.name(), "policy_loss")
+    }
     /// Weighted next-token cross-entropy, `-sum(weights * logp)`, with the same outputs.
-    fn cross_entropy(&self, logp: &mut Self::Tensor, stats: &mut Self::Tensor, grads: Option<LossGrads<Self>>, p: &CrossEntropy<Self>) -> Result<()>;
+    fn cross_entropy(&self, _logp: &mut Self::Tensor, _stats: &mut Self::Tensor, _grads: Option<LossGrads<Self>>, _p: &CrossEntropy<Self>) -> Result<()> {
+        unsupported(self.name(), "cross_entropy")
+    }
 
     // ---- optimizer
     /// `acc[0] += sum(x²)` (for the global gradient norm without a sync per parameter).
-    fn sum_squares(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
+    fn sum_squares(&self, _acc: &mut Self::Tensor, _x: &Self::Tensor) -> Result<()> {
+        unsupported(self.name(), "sum_squares")
+    }
     /// One AdamW step over one parameter and its moments, see [`AdamW`].
-    fn adamw(&self, param: &mut Self::Tensor, grad: &Self::Tensor, m: &mut Self::Tensor, v: &mut Self::Tensor, p: AdamW) -> Result<()>;
+    fn adamw(&self, _param: &mut Self::Tensor, _grad: &Self::Tensor, _m: &mut Self::Tensor, _v: &mut Self::Tensor, _p: AdamW) -> Result<()> {
+        unsupported(self.name(), "adamw")
+    }
+
+    // ---- sampling
+    /// Draws one token per row of `logits` (`[rows, vocab]`, `rows = params.len()`).
+    fn sample(&self, logits: &Self::Tensor, vocab: usize, params: &[SampleParams]) -> Result<Vec<Sampled>>;
 }

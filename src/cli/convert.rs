@@ -1,8 +1,11 @@
-//! `atomrl convert gguf FILE OUT_DIR`.
+//! `atomrl convert gguf FILE OUT_DIR`: import a GGUF checkpoint as a Hugging Face directory.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use clap::Subcommand;
+
+use crate::convert::{gguf_to_hf, Progress};
 
 #[derive(Subcommand, Debug)]
 pub enum ConvertCommand {
@@ -18,8 +21,21 @@ pub enum ConvertCommand {
 pub fn run(cmd: ConvertCommand) -> anyhow::Result<()> {
     match cmd {
         ConvertCommand::Gguf { file, out_dir } => {
-            let _ = (file, out_dir);
-            anyhow::bail!("GGUF conversion is not implemented yet")
+            let start = Instant::now();
+            eprintln!("reading {}", file.display());
+            let summary = gguf_to_hf(&file, &out_dir, &|p| match p {
+                Progress::Start { n_tensors } => {
+                    eprintln!("converting {n_tensors} tensors to bf16");
+                }
+                Progress::Tensor { done, total, name } => {
+                    // About ten lines whatever the model size.
+                    if done == total || done % total.div_ceil(10).max(1) == 0 {
+                        eprintln!("  [{done:>4}/{total}] {name}");
+                    }
+                }
+            })?;
+            eprintln!("{summary} in {:.1}s", start.elapsed().as_secs_f64());
+            Ok(())
         }
     }
 }

@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 
 pub mod convert;
+pub mod device;
 pub mod generate;
+pub mod report;
 
 #[derive(Parser, Debug)]
 #[command(name = "atomrl", version, about = "Joint RL over five atomic coding skills, on one runtime")]
@@ -19,11 +21,14 @@ pub enum Command {
     /// Convert a foreign checkpoint (GGUF) into a Hugging Face directory.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
+    /// Plot a run's metrics (reward per skill, KL, entropy, lengths) as SVG files.
+    Report(report::ReportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Convert(cmd) => convert::run(cmd),
+        Command::Report(args) => report::run(args),
     }
 }

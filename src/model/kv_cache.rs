@@ -78,6 +78,28 @@ impl<B: Backend> KvCache<B> {
         self.seqs.get(&seq).map_or(0, |s| s.blocks.len())
     }
 
+    /// Starts `dst` as a copy of everything cached for `src` (a shared prompt), so the prompt is
+    /// computed once per group of samples.
+    pub fn fork(&mut self, be: &B, src: SeqId, dst: SeqId) -> Result<()> {
+        let len = self.len(src);
+        if self.seqs.contains_key(&dst) {
+            bail!("sequence {dst} is already in the cache");
+        }
+        let dst_slots = self.append(dst, len)?;
+        let src_blocks = self.seqs[&src].blocks.clone();
+        let dst_blocks = self.seqs[&dst].blocks.clone();
+        debug_assert_eq!(dst_slots.len(), len);
+        let row = self.layers.first().map_or(0, |(k, _)| be.len(k) / (self.num_blocks * self.block_size));
+        let block_len = self.block_size * row;
+        for (k, v) in &mut self.layers {
+            for (&s, &d) in src_blocks.iter().zip(&dst_blocks) {
+                be.copy_within(k, s as usize * block_len, d as usize * block_len, block_len)?;
+                be.copy_within(v, s as usize * block_len, d as usize * block_len, block_len)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets `seq` and returns its blocks to the free list.
     pub fn release(&mut self, seq: SeqId) {
         if let Some(s) = self.seqs.remove(&seq) {

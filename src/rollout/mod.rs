@@ -1,1 +1,6 @@
-//! Generation: batched prefill and decode with sampling.
+//! Generation: batched prefill and decode over the paged KV cache with continuous batching,
+//! sampling on the backend, per-token logprobs of the chosen tokens.
+
+mod engine;
+
+pub use engine::{generate, Completion, EngineOptions, FinishReason, GenRequest, SamplingConfig};

@@ -8,11 +8,13 @@ mod attention_backward;
 mod backward;
 pub mod loss;
 mod ops;
+mod sampling;
+mod skinny;
 
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
-use super::{AdamW, Backend, CausalAttn, CrossEntropy, Gemm, LossGrads, LossStat, PagedAttn, PolicyLoss, Rope};
+use super::{AdamW, Backend, CausalAttn, CrossEntropy, Gemm, LossGrads, LossStat, PagedAttn, PolicyLoss, Rope, SampleParams, Sampled};
 
 /// The CPU backend. Stateless: tensors are plain `Vec<f32>`, indices `Vec<u32>`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,6 +51,13 @@ impl Backend for Cpu {
 
     fn fill(&self, x: &mut Vec<f32>, value: f32) -> Result<()> {
         x.par_chunks_mut(1 << 16).for_each(|c| c.fill(value));
+        Ok(())
+    }
+
+    fn copy_within(&self, t: &mut Vec<f32>, src_off: usize, dst_off: usize, len: usize) -> Result<()> {
+        ensure!(src_off.max(dst_off) + len <= t.len(), "copy_within out of bounds");
+        ensure!(src_off + len <= dst_off || dst_off + len <= src_off, "copy_within ranges overlap");
+        t.copy_within(src_off..src_off + len, dst_off);
         Ok(())
     }
 
@@ -168,5 +177,10 @@ impl Backend for Cpu {
         ensure!(p.step >= 1, "adamw: steps count from 1");
         adamw::adamw(param, grad, m, v, p);
         Ok(())
+    }
+
+    fn sample(&self, logits: &Vec<f32>, vocab: usize, params: &[SampleParams]) -> Result<Vec<Sampled>> {
+        ensure!(logits.len() >= params.len() * vocab, "sample: {} logits for {} rows of {vocab}", logits.len(), params.len());
+        Ok(sampling::sample(logits, vocab, params))
     }
 }

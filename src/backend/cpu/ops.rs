@@ -78,6 +78,10 @@ pub fn gemm(out: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
+    if !trans_a && trans_b && m <= super::skinny::MAX_ROWS {
+        super::skinny::gemm_skinny(out, a, b, m, n, k, accumulate);
+        return Ok(());
+    }
     if k == 0 {
         if !accumulate {
             out[..m * n].fill(0.0);

@@ -1,0 +1,228 @@
+// attention_causal: flash-style causal attention over packed sequences (varlen, cu_seqlens),
+// grouped-query, bf16 tensor cores (mma.sync m16n8k16, f32 accumulation), online softmax in the
+// log2 domain; writes the output and the log-sum-exp per token and head.
+//
+// Block = 4 warps = 64 query rows of one head of one sequence; each warp owns 16 rows. Keys come
+// in tiles of 64: S = Q K^T (Q fragments stay in registers), mask, rescale, O += P V with P
+// re-packed from the S accumulators into A fragments (no trip through shared memory) and V read
+// with ldmatrix.trans. K(j+1) streams in with cp.async while P V(j) runs, V(j+1) while S(j+1) runs.
+// The Q tile is staged in the V buffer before V(0) arrives, so shared memory is 2 * 64 rows.
+// grid = (tokens/64 + n_seqs, n_heads): blockIdx.x is a (sequence, tile) pair, last tiles first
+// (they have the most keys), and blocks past the last tile return at once.
+#include "common.cuh"
+
+constexpr int ATTN_BM = 64;
+constexpr int ATTN_BN = 64;
+constexpr int ATTN_THREADS = 128;
+constexpr float ATTN_LOG2E = 1.4426950408889634f;
+constexpr float ATTN_LN2 = 0.6931471805599453f;
+
+DEVICE void mma_bf16_16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+DEVICE void cp_async16(void* smem, const void* gmem, bool valid) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    const int n = valid ? 16 : 0;  // 0: zero-fill the 16 bytes
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+
+DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+DEVICE void ldmatrix_x4_trans(uint32_t* r, const void* smem) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
+DEVICE uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
+DEVICE uint32_t lds32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// 64 rows of D bf16 from global (row stride `stride` elements) into shared (row stride LD);
+// rows at or past `valid_rows` are zero-filled.
+template <int D, int LD>
+DEVICE void load_tile(bf16* dst, const bf16* src, int stride, int row0, int valid_rows) {
+    constexpr int CHUNKS = D / 8;
+    for (int i = threadIdx.x; i < ATTN_BN * CHUNKS; i += ATTN_THREADS) {
+        const int r = i / CHUNKS, c = i % CHUNKS;
+        const bool ok = row0 + r < valid_rows;
+        cp_async16(dst + r * LD + c * 8, ok ? src + (size_t)(row0 + r) * stride + c * 8 : src, ok);
+    }
+}
+
+template <int D>
+DEVICE void attention_causal_impl(const AttentionCausalParams& p) {
+    constexpr int LD = D + 8;  // +16 bytes per row: conflict-free fragment loads
+    __shared__ __align__(16) bf16 sK[ATTN_BN * LD];
+    __shared__ __align__(16) bf16 sV[ATTN_BN * LD];
+
+    // Which sequence and query tile this block owns.
+    int seq_start = 0, seq_len = 0, q0 = -1;
+    for (int s = 0, first = 0; s < p.n_seqs; ++s) {
+        const int start = (int)p.cu_seqlens[s], len = (int)p.cu_seqlens[s + 1] - start;
+        const int n = (len + ATTN_BM - 1) / ATTN_BM;
+        if ((int)blockIdx.x < first + n) {
+            seq_start = start;
+            seq_len = len;
+            q0 = (n - 1 - ((int)blockIdx.x - first)) * ATTN_BM;
+            break;
+        }
+        first += n;
+    }
+    if (q0 < 0) return;
+
+    const int h = blockIdx.y;
+    const int kvh = h / (p.n_heads / p.n_kv_heads);
+    const int q_stride = p.n_heads * D, kv_stride = p.n_kv_heads * D;
+    const bf16* qg = p.q + (size_t)seq_start * q_stride + h * D;
+    const bf16* kg = p.k + (size_t)seq_start * kv_stride + kvh * D;
+    const bf16* vg = p.v + (size_t)seq_start * kv_stride + kvh * D;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+
+    // Q (staged in sV) and K(0).
+    load_tile<D, LD>(sV, qg, q_stride, q0, seq_len);
+    load_tile<D, LD>(sK, kg, kv_stride, 0, seq_len);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const bf16* b = sV + (warp * 16 + g) * LD + kk * 16 + 2 * t4;
+        qf[kk][0] = lds32(b);
+        qf[kk][1] = lds32(b + 8 * LD);
+        qf[kk][2] = lds32(b + 8);
+        qf[kk][3] = lds32(b + 8 * LD + 8);
+    }
+    __syncthreads();
+    load_tile<D, LD>(sV, vg, kv_stride, 0, seq_len);
+    cp_async_commit();
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+    const float scale_log2 = p.scale * ATTN_LOG2E;
+    const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
+    const int n_tiles = (min(q0 + ATTN_BM, seq_len) + ATTN_BN - 1) / ATTN_BN;
+
+    for (int j = 0; j < n_tiles; ++j) {
+        const int k0 = j * ATTN_BN;
+        float s[ATTN_BN / 8][4];
+#pragma unroll
+        for (int nn = 0; nn < ATTN_BN / 8; ++nn) s[nn][0] = s[nn][1] = s[nn][2] = s[nn][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+            for (int nn = 0; nn < ATTN_BN / 8; ++nn) {
+                const bf16* b = sK + (nn * 8 + g) * LD + kk * 16 + 2 * t4;
+                mma_bf16_16816(s[nn], qf[kk], lds32(b), lds32(b + 8));
+            }
+        }
+        __syncthreads();  // every warp is done with sK
+        if (j + 1 < n_tiles) load_tile<D, LD>(sK, kg, kv_stride, k0 + ATTN_BN, seq_len);
+        cp_async_commit();
+
+        // Causal and length mask, then the online softmax update (log2 domain).
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nn = 0; nn < ATTN_BN / 8; ++nn) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = k0 + nn * 8 + 2 * t4 + (e & 1);
+                const int row = e < 2 ? row0 : row1;
+                s[nn][e] = (key <= row && key < seq_len) ? s[nn][e] * scale_log2 : -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[nn][e]);
+            }
+        }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float m_new = fmaxf(m_run[r], mx[r]);  // finite: key 0 is visible to every row
+            corr[r] = exp2f(m_run[r] - m_new);
+            m_run[r] = m_new;
+            l_run[r] *= corr[r];
+        }
+#pragma unroll
+        for (int nn = 0; nn < ATTN_BN / 8; ++nn) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[nn][e] = exp2f(s[nn][e] - m_run[e >> 1]);
+                l_run[e >> 1] += s[nn][e];
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            o[i][0] *= corr[0];
+            o[i][1] *= corr[0];
+            o[i][2] *= corr[1];
+            o[i][3] *= corr[1];
+        }
+
+        cp_async_wait<1>();  // V(j) has landed (K(j+1) may still be in flight)
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < ATTN_BN / 16; ++kk) {
+            uint32_t a[4];
+            a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int nd = 0; nd < D / 16; ++nd) {
+                uint32_t b[4];
+                const int mi = lane >> 3;
+                ldmatrix_x4_trans(b, sV + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * LD + nd * 16 + (mi >> 1) * 8);
+                mma_bf16_16816(o[2 * nd], a, b[0], b[1]);
+                mma_bf16_16816(o[2 * nd + 1], a, b[2], b[3]);
+            }
+        }
+        __syncthreads();  // every warp is done with sV
+        if (j + 1 < n_tiles) load_tile<D, LD>(sV, vg, kv_stride, k0 + ATTN_BN, seq_len);
+        cp_async_commit();
+        cp_async_wait<1>();  // K(j+1) has landed
+        __syncthreads();
+    }
+
+    // Normalise, write the output rows and the log-sum-exp.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+        l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+    }
+    const float inv[2] = {1.0f / l_run[0], 1.0f / l_run[1]};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = r == 0 ? row0 : row1;
+        if (row >= seq_len) continue;
+        const size_t tok = (size_t)seq_start + row;
+        bf16* out = p.out + tok * q_stride + h * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i)
+            *reinterpret_cast<uint32_t*>(out + i * 8 + 2 * t4) = pack_bf16(o[i][2 * r] * inv[r], o[i][2 * r + 1] * inv[r]);
+        if (t4 == 0) {
+            const float lse = (m_run[r] + log2f(l_run[r])) * ATTN_LN2;
+            if (p.lse) p.lse[tok * p.n_heads + h] = lse;
+            else p.lse_bf16[tok * p.n_heads + h] = to_bf16(lse);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attention_causal_hd16(const AttentionCausalParams p) { attention_causal_impl<16>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attention_causal_hd32(const AttentionCausalParams p) { attention_causal_impl<32>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attention_causal_hd64(const AttentionCausalParams p) { attention_causal_impl<64>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS) attention_causal_hd128(const AttentionCausalParams p) { attention_causal_impl<128>(p); }

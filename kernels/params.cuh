@@ -1,0 +1,155 @@
+// One params struct per kernel, passed by value as the kernel's only argument. build.rs reads
+// this file and generates the #[repr(C)] Rust mirror (u64 for every pointer), and checks both
+// layouts with static asserts. Keep to `TYPE NAME;` fields of fixed-size types.
+#pragma once
+#include <cstdint>
+#include <cstddef>
+#include <cuda_bf16.h>
+
+typedef __nv_bfloat16 bf16;
+
+/// out[t,:] = table[ids[t],:]; rows whose id is out of range are written as zeros.
+struct EmbeddingParams {
+    bf16* out;
+    const bf16* table;
+    const uint32_t* ids;
+    int32_t rows;
+    int32_t dim;
+    int32_t vocab;
+};
+
+/// out = x / rms(x) * weight over rows of `dim`; also the per-head q/k norm (rows = tokens*heads).
+struct RmsNormParams {
+    bf16* out;
+    const bf16* x;
+    const bf16* weight;
+    int32_t rows;
+    int32_t dim;
+    float eps;
+};
+
+/// residual += x; out = residual / rms(residual) * weight (residual is rounded to bf16 first).
+struct AddRmsNormParams {
+    bf16* out;
+    bf16* residual;
+    const bf16* x;
+    const bf16* weight;
+    int32_t rows;
+    int32_t dim;
+    float eps;
+};
+
+/// x[rows, n_heads*head_dim] rotated in place (Hugging Face rotate_half layout).
+struct RopeParams {
+    bf16* x;
+    const uint32_t* positions;
+    int32_t rows;
+    int32_t n_heads;
+    int32_t head_dim;
+    float theta;
+};
+
+/// out = silu(gate) * up.
+struct SwigluParams {
+    bf16* out;
+    const bf16* gate;
+    const bf16* up;
+    int64_t n;
+};
+
+/// acc += x (n elements); with `dim` > 0, x is a bias of `dim` broadcast over rows.
+struct AddParams {
+    bf16* acc;
+    const bf16* x;
+    int64_t n;
+    int32_t dim;
+};
+
+/// Writes rows of k and v into cache rows slots[r].
+struct KvCacheWriteParams {
+    bf16* k_cache;
+    bf16* v_cache;
+    const bf16* k;
+    const bf16* v;
+    const uint32_t* slots;
+    int32_t rows;
+    int32_t kv_dim;
+};
+
+/// f32 <-> bf16.
+struct CastParams {
+    void* out;
+    const void* src;
+    int64_t n;
+};
+
+/// Causal attention over packed sequences (cu_seqlens), flash-style. lse is f32 [tokens, n_heads]
+/// (lse_bf16 when the caller's buffer is bf16; exactly one of the two is set).
+struct AttentionCausalParams {
+    bf16* out;
+    float* lse;
+    bf16* lse_bf16;
+    const bf16* q;
+    const bf16* k;
+    const bf16* v;
+    const uint32_t* cu_seqlens;
+    int32_t tokens;
+    int32_t n_seqs;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    float scale;
+};
+
+/// Attention of query tokens over the paged KV cache, split over the context (split-KV).
+/// Each split writes its partial output (f32, unnormalised by nothing: already divided by its
+/// own sum) and log-sum-exp; attention_paged_merge combines them. With n_splits == 1 the first
+/// kernel writes `out` directly.
+struct AttentionPagedParams {
+    bf16* out;
+    float* part_out;
+    float* part_lse;
+    const bf16* q;
+    const bf16* k_cache;
+    const bf16* v_cache;
+    const uint32_t* positions;
+    const uint32_t* token_seq;
+    const uint32_t* block_tables;
+    int32_t tokens;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t block_size;
+    int32_t max_blocks;
+    int32_t n_splits;
+    int32_t split_len;
+    float scale;
+};
+
+/// One row's sampling settings, as the sampling kernel reads them (array of rows on the device).
+struct SampleRow {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+    uint64_t seed;
+    uint32_t stream;
+    uint32_t step;
+};
+
+/// Samples one token per row of logits (f32 [rows, vocab], or bf16 when logits_bf16 is set).
+struct SampleParams {
+    uint32_t* tokens;
+    float* logprobs;
+    const float* logits;
+    const bf16* logits_bf16;
+    const SampleRow* rows_cfg;
+    int32_t rows;
+    int32_t vocab;
+};
+
+/// Philox4x32-10 of n (counter, key) pairs: counter[4*i..], key[2*i..] -> out[4*i..].
+struct PhiloxParams {
+    uint32_t* out;
+    const uint32_t* counter;
+    const uint32_t* key;
+    int32_t n;
+};

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set-up, every kernel compiled, then cargo test.
+# `--full` (used by CI) also runs the slow checks (the whole task corpus, SmolLM2 end to end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ "${1:-}" = "--full" ]; then
+  export ATOMRL_FULL=1
+fi
+# A kernel that does not compile fails the build once the compiler is installed.
+if [ -x .cache/cuda/nvidia/cu13/bin/nvcc ] || command -v nvcc >/dev/null; then
+  export ATOMRL_REQUIRE_KERNELS=1
+fi
+cargo test
+# Benchmarks are compiled (not run) so they cannot rot.
+cargo test --benches --no-run

@@ -1,0 +1,495 @@
+//! Every CUDA op against the CPU reference backend on random inputs of several shapes (odd sizes
+//! included), and the fixture models' logits against transformers. Without a GPU (or without
+//! kernels in this build) each test prints why it is skipped and passes.
+//!
+//! Inputs are rounded to bf16 before either backend sees them, so the comparison measures the
+//! kernel, not the storage format of its inputs. A value passes when
+//! `|gpu - cpu| <= atol + RTOL * |cpu|`, with `atol` from the table in [`tol`].
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use atomrl::backend::cpu::Cpu;
+use atomrl::backend::cuda::{kernels_runnable, CudaBackend, DType};
+use atomrl::backend::{AttnShape, Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams};
+
+// ---- tolerances
+
+/// Relative tolerance for bf16 outputs.
+const RTOL: f32 = 0.08;
+/// Spacing of bf16 numbers in [1, 2): 2^-7 (8 significand bits, 7 stored). One rounding to bf16
+/// moves a value by at most half of it, relative.
+const BF16_ULP: f32 = 1.0 / 128.0;
+/// Spacing of f32 numbers in [1, 2).
+const F32_ULP: f32 = f32::EPSILON;
+
+/// Absolute tolerance per op, derived from how many bf16 roundings of O(1) values its output goes
+/// through (the relative part, RTOL, covers large values).
+fn tol(op: &str) -> f32 {
+    match op {
+        // pure data movement: exact
+        "embedding" | "kv_cache_write" | "copy" | "cast" => 0.0,
+        // one rounding of the f32 result to bf16 (add_rms_norm also rounds the residual)
+        "rms_norm" | "qk_norm" | "add" | "add_bias" | "swiglu" | "rope" | "gemm" => BF16_ULP,
+        "add_rms_norm" => 2.0 * BF16_ULP,
+        // P rounded to bf16 before the P·V product, then the output rounded
+        "attention_causal" | "attention_paged" => 2.0 * BF16_ULP,
+        // f32 output of a sum of bf16 products accumulated in f32
+        "attention_lse" => 64.0 * F32_ULP,
+        // f32 log of an f32 probability, same arithmetic as the CPU but sums in another order
+        "sample_logprob" => 1e-5,
+        // logits of a whole model: one bf16 rounding per op, about 10 ops per layer, 2 layers
+        "fixture_logits" => 16.0 * BF16_ULP,
+        other => panic!("no tolerance for {other}"),
+    }
+}
+
+fn check(op: &str, what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{op} {what}: lengths differ");
+    let atol = tol(op);
+    let mut worst = (0usize, 0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let allowed = atol + RTOL * w.abs();
+        let excess = err - allowed;
+        if (excess > 0.0 || excess.is_nan()) && (excess > worst.1 || worst.1 == 0.0) {
+            worst = (i, if excess.is_nan() { f32::INFINITY } else { excess });
+        }
+    }
+    if worst.1 > 0.0 {
+        let i = worst.0;
+        panic!("{op} {what}: element {i}: gpu {} cpu {} (|diff| {} > atol {atol} + {RTOL}*|cpu|)", got[i], want[i], (got[i] - want[i]).abs());
+    }
+}
+
+// ---- set-up
+
+fn gpu() -> Option<&'static CudaBackend> {
+    static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
+    GPU.get_or_init(|| match kernels_runnable() {
+        Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
+        Err(_) => None,
+    })
+    .as_ref()
+}
+
+/// Gets the GPU or returns from the test, having said why.
+macro_rules! gpu_or_skip {
+    () => {
+        match gpu() {
+            Some(g) => g,
+            None => {
+                eprintln!("skipped: {}", kernels_runnable().err().unwrap_or_default());
+                return;
+            }
+        }
+    };
+}
+
+/// splitmix64: a small deterministic generator, so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Uniform in [-scale, scale), rounded to bf16.
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| bf16((self.uniform() * 2.0 - 1.0) * scale)).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+fn bf16(x: f32) -> f32 {
+    half::bf16::from_f32(x).to_f32()
+}
+
+fn up(g: &CudaBackend, v: &[f32]) -> atomrl::backend::cuda::CudaTensor {
+    g.from_f32(v).unwrap()
+}
+
+fn down(g: &CudaBackend, t: &atomrl::backend::cuda::CudaTensor) -> Vec<f32> {
+    g.synchronize().unwrap();
+    g.to_f32(t).unwrap()
+}
+
+// ---- the ops
+
+#[test]
+fn param_struct_layouts_match() {
+    // The same sizes are asserted at compile time on both sides (build.rs emits the asserts);
+    // this lists them so a mismatch names the struct.
+    use atomrl::backend::cuda::module::PARAM_SIZES;
+    assert!(PARAM_SIZES.iter().any(|(n, _)| *n == "AttentionCausalParams"));
+    for (name, size) in PARAM_SIZES {
+        assert!(*size > 0 && size % 4 == 0, "{name}: size {size}");
+    }
+}
+
+#[test]
+fn kernels_embedded_when_required() {
+    // scripts/test.sh sets ATOMRL_REQUIRE_KERNELS=1 once nvcc is installed; then the build must
+    // have embedded them (build.rs fails otherwise, this checks the runtime sees them).
+    if std::env::var("ATOMRL_REQUIRE_KERNELS").is_ok_and(|v| v == "1") {
+        let has = atomrl::backend::cuda::module::HAS_KERNELS;
+        assert!(has, "{}", atomrl::backend::cuda::module::KERNELS_STATUS);
+        assert!(!atomrl::backend::cuda::module::Kernel::ALL.is_empty());
+    }
+}
+
+#[test]
+fn embedding() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(1);
+    for (rows, dim, vocab) in [(1, 8, 5), (7, 33, 19), (64, 1000, 300)] {
+        let table = rng.vec(vocab * dim, 1.0);
+        let ids: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
+        let mut want = vec![0.0; rows * dim];
+        Cpu.embedding(&mut want, &table, &ids, rows, dim).unwrap();
+        let mut out = g.zeros(rows * dim).unwrap();
+        g.embedding(&mut out, &up(g, &table), &g.index(&ids).unwrap(), rows, dim).unwrap();
+        check("embedding", &format!("rows={rows} dim={dim}"), &down(g, &out), &want);
+    }
+}
+
+#[test]
+fn rms_norm_and_qk_norm() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(2);
+    for (rows, dim) in [(1, 7), (5, 64), (33, 4097), (3, 896)] {
+        let x = rng.vec(rows * dim, 3.0);
+        let w = rng.vec(dim, 1.5);
+        let mut want = vec![0.0; rows * dim];
+        Cpu.rms_norm(&mut want, &x, &w, rows, dim, 1e-6).unwrap();
+        let mut out = g.zeros(rows * dim).unwrap();
+        g.rms_norm(&mut out, &up(g, &x), &up(g, &w), rows, dim, 1e-6).unwrap();
+        check("rms_norm", &format!("rows={rows} dim={dim}"), &down(g, &out), &want);
+    }
+    // per-head norm: rows = tokens * heads, dim = head_dim
+    for (tokens, heads, hd) in [(3, 4, 32), (17, 14, 64), (2, 8, 128)] {
+        let x = rng.vec(tokens * heads * hd, 2.0);
+        let w = rng.vec(hd, 1.0);
+        let mut want = vec![0.0; x.len()];
+        Cpu.rms_norm(&mut want, &x, &w, tokens * heads, hd, 1e-6).unwrap();
+        let mut out = g.zeros(x.len()).unwrap();
+        g.qk_norm(&mut out, &up(g, &x), &up(g, &w), tokens, heads, hd, 1e-6).unwrap();
+        check("qk_norm", &format!("tokens={tokens} heads={heads} hd={hd}"), &down(g, &out), &want);
+    }
+}
+
+#[test]
+fn add_rms_norm() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(3);
+    for (rows, dim) in [(1, 9), (6, 128), (13, 2049)] {
+        let res = rng.vec(rows * dim, 2.0);
+        let x = rng.vec(rows * dim, 2.0);
+        let w = rng.vec(dim, 1.0);
+        // reference: the two ops it fuses, with the residual rounded to bf16 as the kernel stores it
+        let mut sum = res.clone();
+        Cpu.add(&mut sum, &x).unwrap();
+        let sum: Vec<f32> = sum.into_iter().map(bf16).collect();
+        let mut want = vec![0.0; rows * dim];
+        Cpu.rms_norm(&mut want, &sum, &w, rows, dim, 1e-5).unwrap();
+        let mut out = g.zeros(rows * dim).unwrap();
+        let mut r = up(g, &res);
+        g.add_rms_norm(&mut out, &mut r, &up(g, &x), &up(g, &w), rows, dim, 1e-5).unwrap();
+        check("add_rms_norm", "out", &down(g, &out), &want);
+        check("add_rms_norm", "residual", &down(g, &r), &sum);
+    }
+}
+
+#[test]
+fn elementwise_ops() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(4);
+    for n in [1usize, 31, 1000, 70001] {
+        let a = rng.vec(n, 4.0);
+        let b = rng.vec(n, 4.0);
+        let mut want = vec![0.0; n];
+        Cpu.swiglu(&mut want, &a, &b).unwrap();
+        let mut out = g.zeros(n).unwrap();
+        g.swiglu(&mut out, &up(g, &a), &up(g, &b)).unwrap();
+        check("swiglu", &format!("n={n}"), &down(g, &out), &want);
+
+        let mut want = a.clone();
+        Cpu.add(&mut want, &b).unwrap();
+        let mut acc = up(g, &a);
+        g.add(&mut acc, &up(g, &b)).unwrap();
+        check("add", &format!("n={n}"), &down(g, &acc), &want);
+    }
+    for (rows, dim) in [(1, 3), (7, 129), (40, 896)] {
+        let x = rng.vec(rows * dim, 2.0);
+        let bias = rng.vec(dim, 2.0);
+        let mut want = x.clone();
+        Cpu.add_bias(&mut want, &bias, rows, dim).unwrap();
+        let mut t = up(g, &x);
+        g.add_bias(&mut t, &up(g, &bias), rows, dim).unwrap();
+        check("add_bias", &format!("rows={rows} dim={dim}"), &down(g, &t), &want);
+    }
+}
+
+#[test]
+fn casts_and_copy() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(5);
+    let x: Vec<f32> = (0..1001).map(|_| (rng.uniform() - 0.5) * 1000.0).collect();
+    let f = g.from_f32_as(&x, DType::F32).unwrap();
+    let mut b = g.zeros(x.len()).unwrap();
+    g.cast(&mut b, &f).unwrap();
+    let want: Vec<f32> = x.iter().map(|&v| bf16(v)).collect();
+    check("cast", "f32->bf16", &down(g, &b), &want);
+    let mut back = g.zeros_f32(x.len()).unwrap();
+    g.cast(&mut back, &b).unwrap();
+    check("cast", "bf16->f32", &down(g, &back), &want);
+
+    let mut dst = g.zeros(50).unwrap();
+    g.copy(&mut dst, 7, &b, 100, 20).unwrap();
+    let mut want_dst = vec![0.0; 50];
+    want_dst[7..27].copy_from_slice(&want[100..120]);
+    check("copy", "range", &down(g, &dst), &want_dst);
+
+    let mut want_within = want_dst.clone();
+    Cpu.copy_within(&mut want_within, 7, 30, 15).unwrap();
+    g.copy_within(&mut dst, 7, 30, 15).unwrap();
+    check("copy", "within", &down(g, &dst), &want_within);
+}
+
+#[test]
+fn gemm() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(6);
+    for (m, n, k) in [(1, 1, 1), (2, 3, 0), (3, 5, 7), (17, 33, 65), (128, 256, 64), (5, 151, 896)] {
+        for (trans_a, trans_b) in [(false, true), (false, false), (true, false), (true, true)] {
+            for accumulate in [false, true] {
+                let gm = Gemm { m, n, k, trans_a, trans_b, accumulate };
+                let a = rng.vec(m * k, 1.0);
+                let b = rng.vec(k * n, 1.0);
+                let c0 = rng.vec(m * n, 1.0);
+                let mut want = c0.clone();
+                Cpu.gemm(&mut want, &a, &b, gm).unwrap();
+                let what = format!("{gm:?}");
+                // bf16 output
+                let mut out = up(g, &c0);
+                g.gemm(&mut out, &up(g, &a), &up(g, &b), gm).unwrap();
+                check("gemm", &what, &down(g, &out), &want);
+                // f32 output (logits, gradients)
+                let mut out = g.from_f32_as(&c0, DType::F32).unwrap();
+                g.gemm(&mut out, &up(g, &a), &up(g, &b), gm).unwrap();
+                check("gemm", &format!("{what} f32 out"), &down(g, &out), &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn rope() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(7);
+    for (rows, n_heads, head_dim, theta, max_pos) in [(1, 1, 2, 10000.0, 1), (5, 3, 16, 10000.0, 100), (7, 2, 128, 1_000_000.0, 40000), (33, 4, 64, 500000.0, 8192)] {
+        let x = rng.vec(rows * n_heads * head_dim, 2.0);
+        let pos: Vec<u32> = (0..rows).map(|_| rng.below(max_pos) as u32).collect();
+        let r = Rope { rows, n_heads, head_dim, theta };
+        let mut want = x.clone();
+        Cpu.rope(&mut want, &pos, r).unwrap();
+        let mut t = up(g, &x);
+        g.rope(&mut t, &g.index(&pos).unwrap(), r).unwrap();
+        check("rope", &format!("{r:?}"), &down(g, &t), &want);
+    }
+}
+
+#[test]
+fn kv_cache_write() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(8);
+    let (slots_total, rows, kv_dim) = (64, 11, 48);
+    let k = rng.vec(rows * kv_dim, 1.0);
+    let v = rng.vec(rows * kv_dim, 1.0);
+    let mut perm: Vec<u32> = (0..slots_total as u32).collect();
+    for i in (1..perm.len()).rev() {
+        perm.swap(i, rng.below(i + 1));
+    }
+    let slots = &perm[..rows];
+    let (mut kc, mut vc) = (vec![0.0; slots_total * kv_dim], vec![0.0; slots_total * kv_dim]);
+    Cpu.kv_cache_write(&mut kc, &mut vc, &k, &v, &slots.to_vec(), rows, kv_dim).unwrap();
+    let (mut gk, mut gv) = (g.zeros(slots_total * kv_dim).unwrap(), g.zeros(slots_total * kv_dim).unwrap());
+    g.kv_cache_write(&mut gk, &mut gv, &up(g, &k), &up(g, &v), &g.index(slots).unwrap(), rows, kv_dim).unwrap();
+    check("kv_cache_write", "k", &down(g, &gk), &kc);
+    check("kv_cache_write", "v", &down(g, &gv), &vc);
+}
+
+fn shapes() -> Vec<AttnShape> {
+    let mut v = Vec::new();
+    for (h, kvh, d) in [(4, 2, 16), (4, 4, 32), (8, 1, 64), (6, 2, 128), (2, 2, 128), (16, 2, 64)] {
+        v.push(AttnShape { n_heads: h, n_kv_heads: kvh, head_dim: d, scale: 1.0 / (d as f32).sqrt() });
+    }
+    v
+}
+
+#[test]
+fn attention_causal() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(9);
+    for s in shapes() {
+        for lens in [vec![1usize], vec![17, 5, 64, 130], vec![200], vec![3, 1, 65, 64, 63]] {
+            let tokens: usize = lens.iter().sum();
+            let mut cu = vec![0u32];
+            for l in &lens {
+                cu.push(cu.last().unwrap() + *l as u32);
+            }
+            let q = rng.vec(tokens * s.q_dim(), 2.0);
+            let k = rng.vec(tokens * s.kv_dim(), 2.0);
+            let v = rng.vec(tokens * s.kv_dim(), 1.0);
+            let (mut want, mut want_lse) = (vec![0.0; tokens * s.q_dim()], vec![0.0; tokens * s.n_heads]);
+            let cpu_cu = cu.clone();
+            Cpu.attention_causal(&mut want, &mut want_lse, &q, &k, &v, &CausalAttn { tokens, n_seqs: lens.len(), shape: s, cu_seqlens: &cpu_cu }).unwrap();
+            let gcu = g.index(&cu).unwrap();
+            let mut out = g.zeros(tokens * s.q_dim()).unwrap();
+            let mut lse = g.zeros_f32(tokens * s.n_heads).unwrap();
+            g.attention_causal(&mut out, &mut lse, &up(g, &q), &up(g, &k), &up(g, &v), &CausalAttn { tokens, n_seqs: lens.len(), shape: s, cu_seqlens: &gcu }).unwrap();
+            let what = format!("{s:?} lens={lens:?}");
+            check("attention_causal", &what, &down(g, &out), &want);
+            check("attention_lse", &what, &down(g, &lse), &want_lse);
+        }
+    }
+}
+
+#[test]
+fn attention_paged() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(10);
+    for s in shapes() {
+        for (block_size, ctx_lens, new_tokens) in [(16usize, vec![1usize, 40, 700], 1usize), (4, vec![9, 2000], 3), (32, vec![300; 5], 1)] {
+            let n_seqs = ctx_lens.len();
+            let max_ctx = *ctx_lens.iter().max().unwrap();
+            let max_blocks = max_ctx.div_ceil(block_size);
+            let n_blocks = n_seqs * max_blocks;
+            // physical blocks in a random order
+            let mut perm: Vec<u32> = (0..n_blocks as u32).collect();
+            for i in (1..perm.len()).rev() {
+                perm.swap(i, rng.below(i + 1));
+            }
+            let tables = perm.clone();
+            let kc = rng.vec(n_blocks * block_size * s.kv_dim(), 2.0);
+            let vc = rng.vec(n_blocks * block_size * s.kv_dim(), 1.0);
+            // the last `new_tokens` positions of each sequence are the queries
+            let (mut positions, mut token_seq) = (Vec::new(), Vec::new());
+            for (seq, &len) in ctx_lens.iter().enumerate() {
+                for j in len.saturating_sub(new_tokens)..len {
+                    positions.push(j as u32);
+                    token_seq.push(seq as u32);
+                }
+            }
+            let tokens = positions.len();
+            let q = rng.vec(tokens * s.q_dim(), 2.0);
+            let mut want = vec![0.0; tokens * s.q_dim()];
+            let cp = PagedAttn::<Cpu> { tokens, shape: s, block_size, max_blocks, positions: &positions, token_seq: &token_seq, block_tables: &tables };
+            Cpu.attention_paged(&mut want, &q, &kc, &vc, &cp).unwrap();
+            let (gp, gs, gt) = (g.index(&positions).unwrap(), g.index(&token_seq).unwrap(), g.index(&tables).unwrap());
+            let gpp = PagedAttn::<CudaBackend> { tokens, shape: s, block_size, max_blocks, positions: &gp, token_seq: &gs, block_tables: &gt };
+            let mut out = g.zeros(tokens * s.q_dim()).unwrap();
+            g.attention_paged(&mut out, &up(g, &q), &up(g, &kc), &up(g, &vc), &gpp).unwrap();
+            check("attention_paged", &format!("{s:?} block_size={block_size} ctx={ctx_lens:?}"), &down(g, &out), &want);
+        }
+    }
+}
+
+#[test]
+fn philox_known_answers() {
+    let g = gpu_or_skip!();
+    let got = g.philox(&[[0; 4], [u32::MAX; 4], [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344]], &[[0; 2], [u32::MAX; 2], [0xa4093822, 0x299f31d0]]).unwrap();
+    assert_eq!(got[0], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+    assert_eq!(got[1], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
+    assert_eq!(got[2], atomrl::backend::philox::philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]));
+}
+
+#[test]
+fn sample_matches_cpu_draw_for_draw() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(11);
+    let settings = [
+        (0.0, 0, 1.0, 0.0),
+        (1.0, 0, 1.0, 0.0),
+        (0.7, 50, 1.0, 0.0),
+        (1.0, 0, 0.9, 0.0),
+        (0.6, 20, 0.8, 0.05),
+        (1.3, 0, 1.0, 0.1),
+        (1.0, 1, 1.0, 0.0),
+        (0.9, 1000, 0.95, 0.0),
+    ];
+    for (vocab, rows_per_setting) in [(7usize, 4usize), (1000, 16), (151936, 2)] {
+        let mut params = Vec::new();
+        for (i, &(temperature, top_k, top_p, min_p)) in settings.iter().enumerate() {
+            for r in 0..rows_per_setting {
+                params.push(SampleParams { temperature, top_k, top_p, min_p, seed: 0x5eed_0000_0000_0001 + i as u64, stream: r as u32, step: rng.below(1000) as u32 });
+            }
+        }
+        let rows = params.len();
+        // logits stored as f32 (as the lm_head gemm writes them); a few exact ties
+        let mut logits: Vec<f32> = (0..rows * vocab).map(|_| (rng.uniform() - 0.5) * 12.0).collect();
+        for r in 0..rows {
+            logits[r * vocab + vocab / 2] = logits[r * vocab];
+        }
+        let want = Cpu.sample(&logits, vocab, &params).unwrap();
+        let t = g.from_f32_as(&logits, DType::F32).unwrap();
+        let got = g.sample(&t, vocab, &params).unwrap();
+        for (r, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(a.token, b.token, "vocab={vocab} row {r} {:?}: gpu drew {}, cpu {}", params[r], a.token, b.token);
+            check("sample_logprob", &format!("vocab={vocab} row {r}"), &[a.logprob], &[b.logprob]);
+        }
+    }
+}
+
+// ---- the fixture models on the GPU against transformers
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn fixture_logits(name: &str) {
+    use atomrl::model::checkpoint::read_all;
+    use atomrl::model::{KvCache, Model};
+    let g = gpu_or_skip!();
+    let dir = fixture(name);
+    let expected = read_all(&dir.join("expected.safetensors")).unwrap();
+    let (ids_shape, ids) = &expected["input_ids"];
+    let (batch, seq) = (ids_shape[0], ids_shape[1]);
+    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+    let (_, want) = &expected["logits"];
+    let model = Model::load(g, &dir).unwrap();
+
+    let cu: Vec<u32> = (0..=batch).map(|b| (b * seq) as u32).collect();
+    let fwd = model.forward_train(g, &ids, &cu, false).unwrap();
+    let rows: Vec<usize> = (0..batch * seq).collect();
+    let got = model.logits(g, &fwd.x_final, &rows).unwrap();
+    check("fixture_logits", &format!("{name} training forward"), &down(g, &got), want);
+
+    let mut cache = KvCache::new(g, &model.config, batch * (seq + 4), 4).unwrap();
+    let entries: Vec<(u64, &[u32])> = (0..batch).map(|b| (b as u64, &ids[b * seq..(b + 1) * seq])).collect();
+    let got = model.forward_cached(g, &mut cache, &entries, true).unwrap();
+    check("fixture_logits", &format!("{name} cached forward"), &down(g, &got), want);
+}
+
+#[test]
+fn fixture_tiny_llama_logits() {
+    fixture_logits("tiny-llama");
+}
+
+#[test]
+fn fixture_tiny_qwen2_logits() {
+    fixture_logits("tiny-qwen2");
+}
+
+#[test]
+fn fixture_tiny_qwen3_logits() {
+    fixture_logits("tiny-qwen3");
+}
