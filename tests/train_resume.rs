@@ -176,3 +176,37 @@ fn truncated_checkpoint_is_rejected_and_the_previous_one_used() {
     let err = format!("{:#}", Trainer::resume(&Cpu, &run_dir).err().expect("no usable checkpoint"));
     assert!(err.contains("step_1") && err.contains("step_3"), "{err}");
 }
+
+/// One step over two micro-batches gives the gradients and loss of one step over the same
+/// sequences packed into one batch (the loss weights are normalised over the whole step).
+#[test]
+fn micro_batches_accumulate_to_the_whole_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut split = new_trainer(&tmp.path().join("a"), false);
+    let mut whole = new_trainer(&tmp.path().join("b"), false);
+    for agg in [atomrl::rl::objective::LossAgg::TokenMean, atomrl::rl::objective::LossAgg::SeqMeanTokenMean] {
+        split.cfg.objective.loss_agg = agg;
+        whole.cfg.objective.loss_agg = agg;
+        let parts = synthetic_batch(&mut split);
+        let mut merged = MicroBatch { cu_seqlens: vec![0], ..MicroBatch::default() };
+        for p in &parts {
+            let base = merged.tokens.len() as u32;
+            merged.tokens.extend(&p.tokens);
+            merged.mask.extend(&p.mask);
+            merged.advantages.extend(&p.advantages);
+            merged.cu_seqlens.extend(p.cu_seqlens[1..].iter().map(|c| c + base));
+        }
+        let a = split.step(&Cpu, &parts).unwrap();
+        let b = whole.step(&Cpu, &[merged]).unwrap();
+        assert!((a.policy.loss - b.policy.loss).abs() <= 1e-5 * b.policy.loss.abs() + 1e-7, "{agg:?}: {} vs {}", a.policy.loss, b.policy.loss);
+        assert_eq!(a.policy.tokens, b.policy.tokens);
+        for ((x, y), info) in split.grads().unwrap().visit().into_iter().zip(whole.grads().unwrap().visit()).zip(split.infos.visit()) {
+            let err = common::rel_err(x, y, 1e-6);
+            assert!(err < 1e-4, "{agg:?}: {} gradient differs by {err}", info.name);
+        }
+        // Keep both on the same weights for the next round.
+        whole.model.weights = split.model.weights.clone();
+        whole.opt.m = split.opt.m.clone();
+        whole.opt.v = split.opt.v.clone();
+    }
+}

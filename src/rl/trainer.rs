@@ -158,6 +158,11 @@ impl<B: Backend> Trainer<B> {
         Ok(StepReport { policy: stats.metrics(), optimizer: opt })
     }
 
+    /// The gradients of the last step (before clipping), once a step has run.
+    pub fn grads(&self) -> Option<&Weights<B::Tensor>> {
+        self.grads.as_ref()
+    }
+
     /// Writes checkpoint `step_<step>` into `run_dir`. Later checkpoints copy `config.json` and
     /// the tokenizer files from this one (older ones may be pruned).
     pub fn save(&mut self, be: &B, run_dir: &Path) -> Result<PathBuf> {
