@@ -178,7 +178,8 @@ pub fn policy_token(logp: f32, t: &PolicyToken, hp: &PolicyLossParams, stats: &m
     if let Some(rollout) = t.rollout_logp {
         let d = (t.old_logp - rollout).clamp(-20.0, 20.0);
         let w = d.exp();
-        stats[LossStat::Mismatch as usize] += w - d - 1.0;
+        // exp(d) - 1 - d through expm1: exact enough for the tiny mismatches of one runtime.
+        stats[LossStat::Mismatch as usize] += d.exp_m1() - d;
         if let Some(cap) = hp.tis_cap {
             let wc = w.min(cap);
             if w > cap {
@@ -196,8 +197,8 @@ pub fn policy_token(logp: f32, t: &PolicyToken, hp: &PolicyLossParams, stats: &m
             KlEstimator::K1 => (-d, 1.0),
             KlEstimator::K2 => (0.5 * d * d, -d),
             KlEstimator::K3 => {
-                let e = d.clamp(-20.0, 20.0).exp();
-                (e - d - 1.0, 1.0 - e)
+                let em1 = d.clamp(-20.0, 20.0).exp_m1();
+                (em1 - d, -em1)
             }
         };
         stats[LossStat::Kl as usize] += kl;
