@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         targets: next_tokens(&tokens, &cu),
         weights: loss_weights(&mask, &cu, LossAgg::TokenMean, &totals, None),
         advantages: (0..n_seqs * len).map(|r| if (r / len) % 2 == 0 { 1.0 } else { -1.0 }).collect(),
-        old_logp: vec![-10.8; n_seqs * len],
+        old_logp: Some(vec![-10.8; n_seqs * len]),
         ref_logp: None,
         rollout_logp: None,
     };

@@ -63,7 +63,7 @@ fn rows_for(c: &Case, obj: &ObjectiveConfig, logp0: &[f32]) -> PolicyRows {
         targets: next_tokens(&c.tokens, &c.cu),
         weights: loss_weights(&c.mask, &c.cu, obj.loss_agg, &totals, obj.norm_len),
         advantages,
-        old_logp: logp0.iter().zip(&c.old_delta).map(|(l, d)| l - d).collect(),
+        old_logp: Some(logp0.iter().zip(&c.old_delta).map(|(l, d)| l - d).collect()),
         ref_logp: Some(logp0.iter().zip(&c.ref_delta).map(|(l, d)| l + d).collect()),
         rollout_logp: Some(logp0.iter().zip(&c.old_delta).zip(&c.rollout_delta).map(|((l, o), r)| l - o - r).collect()),
     }
@@ -103,7 +103,7 @@ fn check(family: &str, loss: Loss) {
             Loss::Policy(o) => o.clone(),
             Loss::CrossEntropy => ObjectiveConfig::default(),
         };
-        let rows = PolicyRows { targets: next_tokens(&c.tokens, &c.cu), weights: c.mask.clone(), advantages: vec![0.0; c.tokens.len()], old_logp: vec![0.0; c.tokens.len()], ..PolicyRows::default() };
+        let rows = PolicyRows { targets: next_tokens(&c.tokens, &c.cu), weights: c.mask.clone(), advantages: vec![0.0; c.tokens.len()], ..PolicyRows::default() };
         policy_loss(&Cpu, &fwd.hidden, m.weights.head(), c.cfg.hidden_size, c.cfg.vocab_size, &rows, &obj, None).unwrap().0
     };
     if let Loss::Policy(obj) = &loss {

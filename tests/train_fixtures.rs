@@ -93,7 +93,7 @@ fn grpo(name: &str) {
         targets: next_tokens(&f.ids, &f.cu),
         weights: row_values(&f, &mask.iter().map(|m| m / total).collect::<Vec<_>>()),
         advantages: row_values(&f, &per_pos_adv),
-        old_logp: row_values(&f, &f.expected["grpo_old_logp"].1),
+        old_logp: Some(row_values(&f, &f.expected["grpo_old_logp"].1)),
         ref_logp: Some(row_values(&f, &f.expected["grpo_ref_logp"].1)),
         rollout_logp: None,
     };

@@ -45,7 +45,7 @@ fn run(d: &Data, chunk: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let p = PolicyLoss {
         rows: LossRows { rows: ROWS, dim: DIM, vocab: VOCAB, chunk, hidden: &d.hidden, head: &d.head, targets: &targets, weights: &d.weights },
         advantages: &d.adv,
-        old_logp: &d.old,
+        old_logp: Some(&d.old),
         ref_logp: Some(&d.refp),
         rollout_logp: None,
         params: PARAMS,
@@ -127,4 +127,34 @@ fn cross_entropy_is_the_mean_negative_log_prob() {
     Cpu.cross_entropy(&mut logp2, &mut stats2, None, &CrossEntropy { rows, temperature: 1.0 }).unwrap();
     assert!(rel_err(&logp, &logp2, 0.0) < 1e-6);
     assert!(stats2[LossStat::Entropy as usize] > 0.0);
+}
+
+/// Without old log-probs the objective is on-policy: the same as passing the current log-probs.
+#[test]
+fn on_policy_objective_equals_passing_the_current_logprobs() {
+    let d = data();
+    let targets = Cpu.index(&d.targets).unwrap();
+    let run = |old: Option<&Vec<f32>>| {
+        let (mut logp, mut stats) = (vec![0.0; ROWS], vec![0.0; LOSS_STATS]);
+        let (mut dh, mut dw) = (vec![0.0; ROWS * DIM], vec![0.0; VOCAB * DIM]);
+        let p = PolicyLoss {
+            rows: LossRows { rows: ROWS, dim: DIM, vocab: VOCAB, chunk: 8, hidden: &d.hidden, head: &d.head, targets: &targets, weights: &d.weights },
+            advantages: &d.adv,
+            old_logp: old,
+            ref_logp: Some(&d.refp),
+            rollout_logp: None,
+            params: PARAMS,
+        };
+        Cpu.policy_loss(&mut logp, &mut stats, Some(LossGrads { d_hidden: &mut dh, d_head: &mut dw }), &p).unwrap();
+        (logp, stats, dh, dw)
+    };
+    let on = run(None);
+    let current = on.0.clone();
+    let off = run(Some(&current));
+    assert_eq!(on.0, off.0);
+    assert_eq!(on.1, off.1);
+    assert_eq!(on.2, off.2);
+    assert_eq!(on.3, off.3);
+    assert_eq!(on.1[LossStat::RatioMin as usize], 1.0);
+    assert_eq!(on.1[LossStat::RatioMax as usize], 1.0);
 }

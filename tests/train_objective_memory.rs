@@ -57,7 +57,7 @@ fn objective_memory_grows_with_the_chunk_not_the_logits() {
         let p = PolicyLoss {
             rows: LossRows { rows, dim, vocab, chunk, hidden: &hidden, head: &head, targets: &targets, weights: &weights },
             advantages: &adv,
-            old_logp: &old,
+            old_logp: Some(&old),
             ref_logp: None,
             rollout_logp: None,
             params,

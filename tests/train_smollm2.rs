@@ -29,7 +29,7 @@ const PROMPT: &str = "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>as
 /// Per-row log-probs of `batch` under `model` at temperature 1.
 fn logprobs(model: &Model<Cpu>, batch: &MicroBatch) -> Vec<f32> {
     let fwd = model.forward_train(&Cpu, &batch.tokens, &batch.cu_seqlens, false).unwrap();
-    let rows = PolicyRows { targets: next_tokens(&batch.tokens, &batch.cu_seqlens), weights: batch.mask.clone(), advantages: vec![0.0; batch.tokens.len()], old_logp: vec![0.0; batch.tokens.len()], ..PolicyRows::default() };
+    let rows = PolicyRows { targets: next_tokens(&batch.tokens, &batch.cu_seqlens), weights: batch.mask.clone(), advantages: vec![0.0; batch.tokens.len()], ..PolicyRows::default() };
     let c = &model.config;
     policy_loss(&Cpu, &fwd.hidden, model.weights.head(), c.hidden_size, c.vocab_size, &rows, &ObjectiveConfig::default(), None).unwrap().0
 }

@@ -130,13 +130,15 @@ pub struct LossRows<'a, B: Backend + ?Sized> {
     pub weights: &'a B::Tensor,
 }
 
-/// Inputs of [`Backend::policy_loss`], per row: the advantage, the log-prob under the policy
-/// that the ratio is taken against, and optionally under a reference policy (KL penalty) and
-/// under the rollout engine (truncated importance sampling).
+/// Inputs of [`Backend::policy_loss`], per row: the advantage, optionally the log-prob under
+/// the policy that the ratio is taken against, under a reference policy (KL penalty) and under
+/// the rollout engine (truncated importance sampling).
 pub struct PolicyLoss<'a, B: Backend + ?Sized> {
     pub rows: LossRows<'a, B>,
     pub advantages: &'a B::Tensor,
-    pub old_logp: &'a B::Tensor,
+    /// `None` takes each row's current log-prob, detached: the on-policy case, where the ratio
+    /// is 1 and the gradient is `-A · ∇logp`, without a separate pass for old log-probs.
+    pub old_logp: Option<&'a B::Tensor>,
     pub ref_logp: Option<&'a B::Tensor>,
     pub rollout_logp: Option<&'a B::Tensor>,
     pub params: PolicyLossParams,

@@ -177,7 +177,8 @@ pub struct PolicyRows {
     pub targets: Vec<u32>,
     pub weights: Vec<f32>,
     pub advantages: Vec<f32>,
-    pub old_logp: Vec<f32>,
+    /// `None`: on-policy (see [`PolicyLoss::old_logp`]).
+    pub old_logp: Option<Vec<f32>>,
     pub ref_logp: Option<Vec<f32>>,
     pub rollout_logp: Option<Vec<f32>>,
 }
@@ -265,17 +266,18 @@ pub struct PolicyMetrics {
 #[allow(clippy::too_many_arguments)]
 pub fn policy_loss<B: Backend>(be: &B, hidden: &B::Tensor, head: &B::Tensor, dim: usize, vocab: usize, rows: &PolicyRows, cfg: &ObjectiveConfig, grads: Option<LossGrads<B>>) -> Result<(Vec<f32>, LossStats)> {
     let n = rows.targets.len();
-    ensure!(rows.weights.len() == n && rows.advantages.len() == n && rows.old_logp.len() == n, "policy rows disagree in length");
+    let opt_len = |x: &Option<Vec<f32>>| x.as_ref().is_none_or(|v| v.len() == n);
+    ensure!(rows.weights.len() == n && rows.advantages.len() == n && opt_len(&rows.old_logp) && opt_len(&rows.ref_logp) && opt_len(&rows.rollout_logp), "policy rows disagree in length");
     let targets = be.index(&rows.targets)?;
     let weights = be.from_f32(&rows.weights)?;
     let advantages = be.from_f32(&rows.advantages)?;
-    let old_logp = be.from_f32(&rows.old_logp)?;
+    let old_logp = rows.old_logp.as_deref().map(|x| be.from_f32(x)).transpose()?;
     let ref_logp = rows.ref_logp.as_deref().map(|x| be.from_f32(x)).transpose()?;
     let rollout_logp = rows.rollout_logp.as_deref().map(|x| be.from_f32(x)).transpose()?;
     let p = PolicyLoss {
         rows: LossRows { rows: n, dim, vocab, chunk: cfg.chunk(vocab), hidden, head, targets: &targets, weights: &weights },
         advantages: &advantages,
-        old_logp: &old_logp,
+        old_logp: old_logp.as_ref(),
         ref_logp: if cfg.kl_coef > 0.0 { ref_logp.as_ref() } else { None },
         rollout_logp: rollout_logp.as_ref(),
         params: cfg.params(),

@@ -44,7 +44,7 @@ pub struct MicroBatch {
     /// One advantage per sequence.
     pub advantages: Vec<f32>,
     /// Per-row log-probs of the policy the ratio is taken against; `None` takes the current
-    /// weights' (on-policy: the ratio starts at 1).
+    /// weights', detached (on-policy: the ratio is 1).
     pub old_logp: Option<Vec<f32>>,
     pub ref_logp: Option<Vec<f32>>,
     /// Per-row log-probs reported by the rollout engine (truncated importance sampling).
@@ -132,19 +132,15 @@ impl<B: Backend> Trainer<B> {
             }
             let batch = self.model.pack(be, &b.tokens, &b.cu_seqlens)?;
             let fwd = self.model.forward_packed(be, batch, Some(&recompute)).with_context(|| format!("forward of micro-batch {i}"))?;
-            let mut rows = PolicyRows {
+            let rows = PolicyRows {
                 targets: next_tokens(&b.tokens, &b.cu_seqlens),
                 weights: loss_weights(&b.mask, &b.cu_seqlens, obj.loss_agg, &totals, obj.norm_len),
                 advantages,
-                old_logp: b.old_logp.clone().unwrap_or_default(),
+                old_logp: b.old_logp.clone(),
                 ref_logp: b.ref_logp.clone(),
                 rollout_logp: b.rollout_logp.clone(),
             };
             let (d, v) = (c.hidden_size, c.vocab_size);
-            if b.old_logp.is_none() {
-                rows.old_logp = vec![0.0; t];
-                rows.old_logp = policy_loss(be, &fwd.hidden, self.model.weights.head(), d, v, &rows, obj, None)?.0;
-            }
             let mut dh = be.zeros(t * d)?;
             let grads_out = LossGrads { d_hidden: &mut dh, d_head: grads.head_mut() };
             let (_, s) = policy_loss(be, &fwd.hidden, self.model.weights.head(), d, v, &rows, obj, Some(grads_out))?;

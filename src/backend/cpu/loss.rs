@@ -146,7 +146,8 @@ pub fn chunked_loss(
 pub struct PolicyToken {
     pub weight: f32,
     pub advantage: f32,
-    pub old_logp: f32,
+    /// `None`: the current log-prob, detached.
+    pub old_logp: Option<f32>,
     pub ref_logp: Option<f32>,
     pub rollout_logp: Option<f32>,
 }
@@ -155,7 +156,8 @@ pub struct PolicyToken {
 /// returns its weighted loss and `dL/dlogp`, and adds its statistics.
 pub fn policy_token(logp: f32, t: &PolicyToken, hp: &PolicyLossParams, stats: &mut [f32]) -> RowLoss {
     let a = t.advantage;
-    let ratio = (logp - t.old_logp).clamp(-20.0, 20.0).exp();
+    let old_logp = t.old_logp.unwrap_or(logp);
+    let ratio = (logp - old_logp).clamp(-20.0, 20.0).exp();
     let (lo, hi) = (1.0 - hp.clip_low, 1.0 + hp.clip_high);
     let unclipped = -a * ratio;
     let clipped = -a * ratio.clamp(lo, hi);
@@ -176,7 +178,7 @@ pub fn policy_token(logp: f32, t: &PolicyToken, hp: &PolicyLossParams, stats: &m
         }
     }
     if let Some(rollout) = t.rollout_logp {
-        let d = (t.old_logp - rollout).clamp(-20.0, 20.0);
+        let d = (old_logp - rollout).clamp(-20.0, 20.0);
         let w = d.exp();
         // exp(d) - 1 - d through expm1: exact enough for the tiny mismatches of one runtime.
         stats[LossStat::Mismatch as usize] += d.exp_m1() - d;

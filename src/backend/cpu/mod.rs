@@ -137,7 +137,7 @@ impl Backend for Cpu {
 
     fn policy_loss(&self, logp: &mut Vec<f32>, stats: &mut Vec<f32>, grads: Option<LossGrads<Self>>, p: &PolicyLoss<Self>) -> Result<()> {
         let rows = p.rows.rows;
-        for (name, t) in [("advantages", Some(p.advantages)), ("old_logp", Some(p.old_logp)), ("ref_logp", p.ref_logp), ("rollout_logp", p.rollout_logp)] {
+        for (name, t) in [("advantages", Some(p.advantages)), ("old_logp", p.old_logp), ("ref_logp", p.ref_logp), ("rollout_logp", p.rollout_logp)] {
             if let Some(t) = t {
                 ensure!(t.len() >= rows, "policy_loss: {name} has {} rows, expected {rows}", t.len());
             }
@@ -148,7 +148,7 @@ impl Backend for Cpu {
             let token = loss::PolicyToken {
                 weight: p.rows.weights[r],
                 advantage: p.advantages[r],
-                old_logp: p.old_logp[r],
+                old_logp: p.old_logp.map(|x| x[r]),
                 ref_logp: p.ref_logp.map(|x| x[r]),
                 rollout_logp: p.rollout_logp.map(|x| x[r]),
             };
