@@ -2,7 +2,8 @@
 //! random weights on 4 × 256 tokens, on the CPU backend; prints a table of where the time goes.
 //!
 //! `cargo bench --bench train_step` (env `ATOMRL_BENCH_STEPS`, default 3; `ATOMRL_BENCH_RECOMPUTE=1`
-//! recomputes every layer's activations in the backward pass).
+//! recomputes every layer's activations in the backward pass; `ATOMRL_BENCH_ALL_ROWS=1` puts
+//! every token in the loss; `ATOMRL_BENCH_CHUNK` sets the loss chunk in rows).
 
 use std::time::Instant;
 
@@ -48,7 +49,10 @@ fn main() -> anyhow::Result<()> {
     })?;
     let mut model = Model::from_host(&be, cfg.clone(), &host)?;
     drop(host);
-    let (n_seqs, len, prompt) = (4usize, 256usize, 64usize);
+    // By default the loss covers the completion (the last 192 of 256 tokens), as in RL; with
+    // ATOMRL_BENCH_ALL_ROWS=1 every next-token row, as a language-model step computes it.
+    let all_rows = std::env::var("ATOMRL_BENCH_ALL_ROWS").is_ok_and(|v| v == "1");
+    let (n_seqs, len, prompt) = (4usize, 256usize, if all_rows { 0 } else { 64usize });
     let tokens: Vec<u32> = (0..n_seqs * len).map(|i| ((i * 7919 + 13) % cfg.vocab_size) as u32).collect();
     let cu: Vec<u32> = (0..=n_seqs).map(|s| (s * len) as u32).collect();
     let mask: Vec<f32> = (0..n_seqs * len).map(|r| if r % len >= prompt && r % len < len - 1 { 1.0 } else { 0.0 }).collect();
@@ -65,7 +69,12 @@ fn main() -> anyhow::Result<()> {
     };
     let mut m = model.zero_grads(&be)?;
     let mut v = model.zero_grads(&be)?;
-    println!("atomrl train step, SmolLM2-135M shape ({} params), {n_seqs} x {len} tokens, {} rayon threads, recompute {recompute:?}", cfg.num_params(), rayon::current_num_threads());
+    println!(
+        "atomrl train step, SmolLM2-135M shape ({} params), {n_seqs} x {len} tokens, loss on {} rows, {} rayon threads, recompute {recompute:?}",
+        cfg.num_params(),
+        totals.tokens,
+        rayon::current_num_threads()
+    );
     println!("{:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "step", "fwd s", "loss s", "bwd s", "adamw s", "total s", "cpu s", "faults", "tok/s");
     let mut grads = model.zero_grads(&be)?;
     let mut totals_s = Vec::new();
