@@ -9,4 +9,7 @@ pub mod cli;
 pub mod convert;
 pub mod model;
 pub mod rollout;
+pub mod sandbox;
+pub mod skills;
+pub mod synth;
 pub mod tokenizer;

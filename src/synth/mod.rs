@@ -1,0 +1,1 @@
+//! Building real task instances from Python packages by mutation.
