@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 
 pub mod convert;
+pub mod eval;
 pub mod generate;
+pub mod synth;
 
 #[derive(Parser, Debug)]
 #[command(name = "atomrl", version, about = "Joint RL over five atomic coding skills, on one runtime")]
@@ -19,11 +21,17 @@ pub enum Command {
     /// Convert a foreign checkpoint (GGUF) into a Hugging Face directory.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
+    /// Grade completions of task instances and print per-skill rewards.
+    Eval(eval::EvalArgs),
+    /// Build task instances from Python packages by mutation.
+    Synth(synth::SynthArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Convert(cmd) => convert::run(cmd),
+        Command::Eval(args) => eval::run(args),
+        Command::Synth(args) => synth::run(args),
     }
 }

@@ -6,7 +6,7 @@
 //! docs/skills.md; parsing is forgiving about formatting and strict about content.
 
 pub mod edit;
-mod grader;
+pub(crate) mod grader;
 pub mod localize;
 pub mod parse;
 pub mod patch;

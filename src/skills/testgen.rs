@@ -50,9 +50,6 @@ pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
     if !syntax_ok(&code) {
         return Ok(Outcome::fail(Reason::Syntax, "the test file does not parse"));
     }
-    if !code.contains("def test") && !code.contains("class Test") {
-        return Ok(Outcome::fail(Reason::NoTests, "no test function or class in the file"));
-    }
     let path = test_path(g.task);
     let ids = vec![path.clone()];
     let ours = |id: &String| id.starts_with(&format!("{path}::"));

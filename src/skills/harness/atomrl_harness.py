@@ -64,16 +64,24 @@ def pytest_collectreport(report):
 if _TRACE_ROOT:
     import pytest
 
+    _rel = {}
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(item):
         seen = set()
         root = _TRACE_ROOT
+        cwd = os.getcwd()
 
         def prof(frame, event, arg):
             if event == "call":
                 code = frame.f_code
-                if code.co_filename.startswith(root):
-                    seen.add((code.co_filename[len(root):].lstrip("/"), code.co_firstlineno))
+                rel = _rel.get(code.co_filename)
+                if rel is None:
+                    f = code.co_filename
+                    rel = os.path.relpath(f, cwd) if f.startswith(root) else ""
+                    _rel[f] = rel
+                if rel:
+                    seen.add((rel, code.co_firstlineno))
 
         sys.setprofile(prof)
         try:
