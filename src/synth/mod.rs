@@ -513,11 +513,19 @@ fn repo_view(files: &[SourceFile], gold: usize, tier: Tier, rng: &mut Rng) -> St
         if skel.is_empty() {
             continue;
         }
-        let cut = crate::skills::clip(&skel, share);
+        let mut cut = String::new();
+        for l in skel.lines() {
+            if cut.len() + l.len() + 1 > share {
+                cut.push_str("...\n");
+                break;
+            }
+            cut.push_str(l);
+            cut.push('\n');
+        }
         if s.len() + cut.len() > 2400 {
             break;
         }
-        s.push_str(&format!("{}:\n{}\n", files[i].path, cut));
+        s.push_str(&format!("{}:\n{}", files[i].path, cut));
     }
     s
 }
