@@ -595,12 +595,15 @@ fn instances(
     };
     let with_snippet = Some(PromptContext { repo_view: None, snippets: vec![snippet] });
     let mut out = Vec::new();
+    // A single-file package makes localize trivial: no instance then.
+    if files.len() > 1 {
     out.push(Task {
         instance_id: id(Skill::Localize),
         skill: Skill::Localize,
         context: Some(PromptContext { repo_view: Some(repo_view(files, k.cand.file, tier, rng)), snippets: vec![] }),
         ..common.clone()
     });
+    }
     out.push(Task {
         instance_id: id(Skill::Edit),
         skill: Skill::Edit,
