@@ -24,21 +24,7 @@ pub use task::{
 
 use serde::{Deserialize, Serialize};
 
-/// One chat message, as a chat template takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn system(content: impl Into<String>) -> Self {
-        ChatMessage { role: "system".into(), content: content.into() }
-    }
-    pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage { role: "user".into(), content: content.into() }
-    }
-}
+pub use crate::tokenizer::ChatMessage;
 
 /// The system and user messages for a task.
 pub fn prompt(task: &Task) -> Vec<ChatMessage> {
