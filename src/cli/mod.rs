@@ -8,6 +8,7 @@ pub mod eval;
 pub mod generate;
 pub mod report;
 pub mod synth;
+pub mod train;
 
 #[derive(Parser, Debug)]
 #[command(name = "atomrl", version, about = "Joint RL over five atomic coding skills, on one runtime")]
@@ -27,6 +28,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Grade completions of task instances and print per-skill rewards.
     Eval(eval::EvalArgs),
+    /// Train a model with joint GRPO over the atomic skills.
+    Train(train::TrainArgs),
     /// Build task instances from Python packages by mutation.
     Synth(synth::SynthArgs),
 }
@@ -38,5 +41,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

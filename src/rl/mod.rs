@@ -4,7 +4,12 @@
 
 pub mod advantages;
 pub mod checkpoint;
+pub mod eval;
 pub mod objective;
 pub mod optimizer;
+pub mod run;
+pub mod run_config;
 pub mod schedule;
+pub mod step;
+pub mod tasks;
 pub mod trainer;

@@ -6,7 +6,7 @@
 //! accumulation needs nothing here: the backward ops add into the gradients, and the loss
 //! weights are normalised over the whole optimizer batch (see `rl::objective`).
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{AdamW, Backend};
@@ -30,6 +30,14 @@ impl Default for AdamWConfig {
     fn default() -> Self {
         AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0), no_decay_1d: false }
     }
+}
+
+/// The gradient norm was NaN or infinite: the step was refused and the weights are untouched.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[error("gradient norm is {norm} at step {step}: refusing to update the weights")]
+pub struct NonFiniteGradient {
+    pub norm: f32,
+    pub step: u64,
 }
 
 /// A host tensor with its name and shape.
@@ -76,7 +84,7 @@ impl<B: Backend> AdamWState<B> {
     pub fn step(&mut self, be: &B, cfg: &AdamWConfig, infos: &Weights<ParamInfo>, params: &mut Weights<B::Tensor>, grads: &Weights<B::Tensor>, lr: f32) -> Result<StepStats> {
         let norm = grad_norm(be, grads)?;
         if !norm.is_finite() {
-            bail!("gradient norm is {norm} at step {}: refusing to update the weights", self.step + 1);
+            return Err(NonFiniteGradient { norm, step: self.step + 1 }.into());
         }
         let clip_scale = match cfg.max_grad_norm {
             Some(max) if norm > max => max / (norm + 1e-6),

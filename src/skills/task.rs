@@ -239,7 +239,8 @@ impl Task {
 }
 
 /// What `load_tasks` does with a malformed line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BadLine {
     /// Report it and go on.
     Skip,

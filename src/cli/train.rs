@@ -1,0 +1,43 @@
+//! `atomrl train --config run.toml [key.path=value ...]`: joint RL over the atomic skills.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::backend::cpu::Cpu;
+use crate::cli::device::Device;
+use crate::rl::run::{load_config, train, RunOptions};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The run config (TOML); see configs/demo.toml for every section.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Overrides such as `trainer.max_steps=10` or `rollout.temperature=0.8`.
+    pub overrides: Vec<String>,
+    /// The run directory (metrics.jsonl, checkpoints, plots).
+    #[arg(long, default_value = "runs/latest")]
+    pub output: PathBuf,
+    /// Continue from the run directory's latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the resolved config and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let cfg = load_config(args.config.as_deref(), &args.overrides)?;
+    if args.dry_run {
+        print!("{}", toml::to_string(&cfg)?);
+        return cfg.validate();
+    }
+    let device: Device = clap::ValueEnum::from_str(&cfg.model.device, true).map_err(|_| anyhow::anyhow!("model.device must be cpu, cuda or auto, got {:?}", cfg.model.device))?;
+    let opts = RunOptions { output: args.output, resume: args.resume };
+    match device {
+        Device::Cuda => bail!("training on the GPU needs the CUDA training kernels, which this build does not have yet; use model.device=cpu"),
+        // Generation runs on CUDA when present, but the update needs the CPU backend for now.
+        Device::Cpu | Device::Auto => train(&Cpu, &cfg, &opts),
+    }
+}

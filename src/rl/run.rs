@@ -1,0 +1,165 @@
+//! A training run: the run directory, resume, the step loop, evaluation, checkpoints, metrics
+//! and the before/after table. `rl::step` is one step; this module is everything around it.
+//!
+//! The run's own counters travel in the checkpoint's `history`: the RL step (the checkpoint's
+//! `step`), the optimizer's update count (it differs when a step makes several updates or skips
+//! one), and the evaluation before the first step, so a resumed run prints the same table.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::backend::Backend;
+use crate::metrics::{Metrics, MetricsLog, Progress};
+use crate::model::Model;
+use crate::rollout::SamplingConfig;
+use crate::skills::{Grader, GraderConfig, Skill};
+use crate::tokenizer::Tokenizer;
+
+use super::checkpoint::LATEST;
+use super::eval::{evaluate, pick_per_skill, EvalOptions, EvalReport};
+use super::run_config::RunConfig;
+use super::step::{step, StepContext};
+use super::tasks::TaskPool;
+use super::trainer::{TrainConfig, Trainer};
+
+/// Where and how to run.
+pub struct RunOptions {
+    pub output: PathBuf,
+    /// Continue from the run directory's `latest` checkpoint.
+    pub resume: bool,
+}
+
+fn train_config(cfg: &RunConfig) -> TrainConfig {
+    TrainConfig {
+        objective: cfg.objective.clone(),
+        optimizer: cfg.optimizer.clone(),
+        schedule: cfg.schedule.clone(),
+        recompute: cfg.trainer.recompute,
+        seed: cfg.trainer.seed,
+        keep_last: cfg.checkpoint.keep_last,
+    }
+}
+
+/// Trains according to `cfg` on backend `be`.
+pub fn train<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<()> {
+    cfg.validate()?;
+    let out = &opts.output;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if !opts.resume && out.join(LATEST).exists() {
+        bail!("{} already holds a run; pass --resume to continue it or choose another --output", out.display());
+    }
+    std::fs::write(out.join("config.toml"), toml::to_string(cfg)?).context("writing the resolved config")?;
+
+    let tokenizer = Tokenizer::from_dir(&cfg.model.path).with_context(|| format!("loading the tokenizer of {}", cfg.model.path.display()))?;
+    let weight = |s: Skill| cfg.data.weight(s);
+    let pool = TaskPool::load(&cfg.data.train, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens)?;
+    let eval_pool = if cfg.data.eval.is_empty() { None } else { Some(TaskPool::load(&cfg.data.eval, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens)?) };
+    for note in pool.notes.iter().chain(eval_pool.iter().flat_map(|p| &p.notes)) {
+        eprintln!("note: {note}");
+    }
+    let workers = if cfg.grading.workers == 0 { GraderConfig::default().workers } else { cfg.grading.workers };
+    let grader = Grader::new(GraderConfig { workers, ..GraderConfig::default() })?;
+    let all: Vec<crate::skills::Task> = pool.tasks.iter().chain(eval_pool.iter().flat_map(|p| &p.tasks)).map(|t| t.task.clone()).collect();
+    grader.prepare(&all)?;
+
+    let mut trainer = start(be, cfg, opts)?;
+    let first = trainer.step + 1;
+    let reference = if cfg.objective.kl_coef > 0.0 { Some(Model::load(be, &cfg.model.path)?) } else { None };
+    let mut log = MetricsLog::open(out, Some(trainer.step))?;
+    let counts: Vec<String> = pool.skills().iter().map(|(s, n)| format!("{} {n}", s.name())).collect();
+    eprintln!("training {} on {} tasks ({}), steps {first}..={}, run directory {}", cfg.model.path.display(), pool.tasks.len(), counts.join(", "), cfg.trainer.max_steps, out.display());
+
+    let eval_tasks = eval_pool.as_ref().map(|p| pick_per_skill(&p.tasks, cfg.eval.max_tasks_per_skill)).unwrap_or_default();
+    let run_eval = |model: &Model<B>| -> Result<Option<EvalReport>> {
+        if eval_tasks.is_empty() {
+            return Ok(None);
+        }
+        let sampling = SamplingConfig { temperature: cfg.eval.temperature, seed: cfg.trainer.seed, max_new_tokens: cfg.rollout.max_response_tokens, ..SamplingConfig::default() };
+        let opts = EvalOptions { samples: cfg.eval.samples, sampling, max_batch: cfg.rollout.max_batch };
+        Ok(Some(evaluate(be, model, &tokenizer, &grader, &eval_tasks, &opts)?.0))
+    };
+    let mut before: Option<EvalReport> = trainer.history.get("eval_before").and_then(|v| serde_json::from_value(v.clone()).ok());
+    if cfg.eval.before_and_after && first == 1 {
+        eprintln!("evaluating before training on {} held-out tasks", eval_tasks.len());
+        before = run_eval(&trainer.model)?;
+        if let Some(b) = &before {
+            trainer.history["eval_before"] = serde_json::to_value(b)?;
+        }
+    }
+
+    let ctx = StepContext { be, cfg, tokenizer: &tokenizer, grader: &grader, pool: &pool, reference: reference.as_ref() };
+    let progress = Progress::new("train", trainer.step, cfg.trainer.max_steps);
+    let mut last_eval = None;
+    for n in first..=cfg.trainer.max_steps {
+        let mut m = step(&ctx, &mut trainer).with_context(|| format!("step {n}"))?;
+        // The trainer counts optimizer updates; the run counts steps.
+        trainer.history["optimizer_step"] = json!(trainer.opt.step);
+        trainer.step = n;
+        let eval_now = cfg.eval.every > 0 && n % cfg.eval.every == 0 && n != cfg.trainer.max_steps;
+        if eval_now || (n == cfg.trainer.max_steps && (cfg.eval.before_and_after || cfg.eval.every > 0)) {
+            if let Some(r) = run_eval(&trainer.model)? {
+                m.extend(r.metrics());
+                last_eval = Some(r);
+            }
+        }
+        log.append(n, &m)?;
+        progress.step(n, &summary(&m));
+        if n % cfg.checkpoint.every.max(1) == 0 || n == cfg.trainer.max_steps {
+            trainer.save(be, out)?;
+        }
+    }
+    progress.finish();
+    if let (Some(b), Some(a)) = (&before, &last_eval) {
+        println!("{}", before_after_table(b, a));
+    }
+    match crate::metrics::report::render(out) {
+        Ok(plots) => eprintln!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        Err(e) => eprintln!("note: no plots: {e:#}"),
+    }
+    Ok(())
+}
+
+/// A fresh trainer on the configured model, or the run directory's latest checkpoint.
+fn start<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<Trainer<B>> {
+    if opts.resume {
+        if let Some((mut trainer, rejected)) = Trainer::resume(be, &opts.output)? {
+            for r in rejected {
+                eprintln!("note: skipped checkpoint: {r}");
+            }
+            trainer.cfg = train_config(cfg);
+            if let Some(s) = trainer.history.get("optimizer_step").and_then(|v| v.as_u64()) {
+                trainer.opt.step = s;
+            }
+            eprintln!("resuming from step {}", trainer.step);
+            return Ok(trainer);
+        }
+        eprintln!("note: nothing to resume in {}; starting a new run", opts.output.display());
+    }
+    let model = Model::load(be, &cfg.model.path).with_context(|| format!("loading {}", cfg.model.path.display()))?;
+    let mut trainer = Trainer::new(be, model, train_config(cfg), &cfg.model.path)?;
+    trainer.history = json!({});
+    Ok(trainer)
+}
+
+fn summary(m: &Metrics) -> String {
+    let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    format!("reward {:.3} kl {:.4} len {:.0} {:.1}s", get("reward/mean"), get("kl"), get("response_length/mean"), get("timing/step"))
+}
+
+/// Per-skill held-out scores before and after training.
+pub fn before_after_table(before: &EvalReport, after: &EvalReport) -> String {
+    let k = after.k;
+    let mut s = format!("{:<10} {:>6} {:>12} {:>12}\n", "skill", "tasks", format!("before@{k}"), format!("after@{k}"));
+    for (skill, a) in &after.skills {
+        let b = before.skills.get(skill).map_or(f64::NAN, |b| b.avg_at_k);
+        s.push_str(&format!("{:<10} {:>6} {:>12.3} {:>12.3}\n", skill.name(), a.tasks, b, a.avg_at_k));
+    }
+    s
+}
+
+/// Reads a run config file with overrides (for the CLI and tests).
+pub fn load_config(path: Option<&Path>, overrides: &[String]) -> Result<RunConfig> {
+    crate::config::load(path, overrides)
+}

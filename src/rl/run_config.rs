@@ -1,0 +1,205 @@
+//! The run configuration of `atomrl train` (and the shared sections of `atomrl sft`): one TOML
+//! file with a section per stage, every field documented and defaulted, unknown keys refused.
+//! `configs/demo.toml` is the embedded default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::skills::{BadLine, Skill, Tier};
+
+use super::advantages::AdvantageConfig;
+use super::objective::ObjectiveConfig;
+use super::optimizer::AdamWConfig;
+use super::schedule::LrSchedule;
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub rollout: RolloutSection,
+    pub objective: ObjectiveConfig,
+    pub advantages: AdvantageConfig,
+    pub optimizer: AdamWConfig,
+    pub schedule: LrSchedule,
+    pub trainer: TrainerSection,
+    pub eval: EvalSection,
+    pub checkpoint: CheckpointSection,
+    pub grading: GradingSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json).
+    pub path: PathBuf,
+    /// `cpu`, `cuda` or `auto`.
+    pub device: String,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection { path: PathBuf::from(".cache/smollm2/hf"), device: "auto".into() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// Task files (JSONL) to train on.
+    pub train: Vec<PathBuf>,
+    /// Held-out task files for evaluation.
+    pub eval: Vec<PathBuf>,
+    /// The joint mixture: relative weight of each skill when sampling prompts. A skill not
+    /// listed gets weight 1 (uniform by default); weight 0 leaves it out.
+    pub skill_weights: BTreeMap<Skill, f32>,
+    /// Keep only tasks of these tiers (`easy`, `normal`); empty keeps all.
+    pub tiers: Vec<Tier>,
+    /// A malformed task line: `skip` it (reported) or `refuse` the file.
+    pub bad_lines: BadLine,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection { train: Vec::new(), eval: Vec::new(), skill_weights: BTreeMap::new(), tiers: Vec::new(), bad_lines: BadLine::Skip }
+    }
+}
+
+impl DataSection {
+    pub fn weight(&self, skill: Skill) -> f32 {
+        self.skill_weights.get(&skill).copied().unwrap_or(1.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutSection {
+    /// Completions sampled per prompt (the GRPO group).
+    pub group_size: usize,
+    /// Prompts per step.
+    pub prompts_per_step: usize,
+    /// Tasks whose prompt is longer are left out of the run (reported at start).
+    pub max_prompt_tokens: usize,
+    pub max_response_tokens: usize,
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// Sequences decoded together.
+    pub max_batch: usize,
+    /// Leave completions cut at `max_response_tokens` out of the loss.
+    pub mask_truncated: bool,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        RolloutSection {
+            group_size: 8,
+            prompts_per_step: 8,
+            max_prompt_tokens: 1024,
+            max_response_tokens: 256,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            max_batch: 64,
+            mask_truncated: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainerSection {
+    /// Steps of the run (each: rollout, grade, advantages, updates).
+    pub max_steps: u64,
+    pub seed: u64,
+    /// Optimisation passes over each step's rollouts.
+    pub epochs: usize,
+    /// Optimizer steps per pass (the rollouts are split into this many mini-batches).
+    pub mini_batches: usize,
+    /// Most tokens in one micro-batch (gradient accumulation splits a mini-batch by this).
+    pub micro_batch_tokens: usize,
+    /// Recompute activations in the backward pass instead of keeping them.
+    pub recompute: bool,
+}
+
+impl Default for TrainerSection {
+    fn default() -> Self {
+        TrainerSection { max_steps: 100, seed: 0, epochs: 1, mini_batches: 1, micro_batch_tokens: 8192, recompute: false }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSection {
+    /// Evaluate every this many steps (0: only before and after the run).
+    pub every: u64,
+    /// Samples per task (`avg@k`, `pass@k`).
+    pub samples: usize,
+    /// 0 decodes greedily.
+    pub temperature: f32,
+    /// At most this many held-out tasks per skill (0: all).
+    pub max_tasks_per_skill: usize,
+    /// Evaluate before the first step and after the last.
+    pub before_and_after: bool,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection { every: 0, samples: 1, temperature: 0.0, max_tasks_per_skill: 0, before_and_after: true }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Save every this many steps (and always after the last).
+    pub every: u64,
+    /// Checkpoints kept in the run directory.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection { every: 10, keep_last: 2 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GradingSection {
+    /// Gradings run at once (0: one per core).
+    pub workers: usize,
+}
+
+impl Default for GradingSection {
+    fn default() -> Self {
+        GradingSection { workers: 0 }
+    }
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.rollout;
+        ensure!(r.group_size >= 1 && r.prompts_per_step >= 1, "rollout.group_size and rollout.prompts_per_step must be at least 1");
+        ensure!(r.max_response_tokens >= 1, "rollout.max_response_tokens must be at least 1");
+        ensure!(
+            (self.objective.temperature - r.temperature).abs() < 1e-6 || r.temperature == 0.0,
+            "objective.temperature ({}) must equal rollout.temperature ({}): the objective scores the tokens under the distribution they were sampled from",
+            self.objective.temperature,
+            r.temperature
+        );
+        ensure!(r.temperature > 0.0, "rollout.temperature must be > 0 for RL (greedy samples of a group are identical)");
+        ensure!(self.trainer.epochs >= 1 && self.trainer.mini_batches >= 1, "trainer.epochs and trainer.mini_batches must be at least 1");
+        ensure!(self.trainer.micro_batch_tokens >= 16, "trainer.micro_batch_tokens is too small");
+        ensure!(!self.data.train.is_empty(), "data.train names no task file");
+        ensure!(self.data.skill_weights.values().all(|w| *w >= 0.0 && w.is_finite()), "data.skill_weights must be finite and >= 0");
+        ensure!(Skill::ALL.iter().any(|s| self.data.weight(*s) > 0.0), "data.skill_weights leave out every skill");
+        ensure!(self.eval.samples >= 1, "eval.samples must be at least 1");
+        self.objective.validate()
+    }
+}
