@@ -215,10 +215,21 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
     log(&format!("{}: kept {} of {} mutants tried", spec.name, kept.len(), tried));
 
     // 5. Instances for every skill, each checked by grading its gold answer.
+    let per_mutant: Vec<Result<Vec<Task>>> = pool.install(|| {
+        kept.par_iter()
+            .enumerate()
+            .map(|(n, k)| {
+                let mut k_rng = Rng::new(seed_for(cfg.seed, &format!("{}#{n}", spec.name)));
+                instances(grader, spec, &base, &files, k, n, &mut k_rng)
+            })
+            .collect()
+    });
     let mut tasks = Vec::new();
-    for (n, k) in kept.iter().enumerate() {
-        let mut k_rng = Rng::new(seed_for(cfg.seed, &format!("{}#{n}", spec.name)));
-        tasks.extend(instances(grader, spec, &base, &files, k, n, &mut k_rng)?);
+    for (n, r) in per_mutant.into_iter().enumerate() {
+        match r {
+            Ok(t) => tasks.extend(t),
+            Err(e) => log(&format!("{}: mutant {n} skipped: {e:#}", spec.name)),
+        }
     }
     let checked: Vec<bool> = pool.install(|| {
         tasks.par_iter().map(|t| grader.grade(t, &gold_completion(t)).reward == 1.0).collect()
@@ -546,7 +557,12 @@ fn instances(
     let patch = unified_diff(&file.path, &buggy, &file.text);
     let buggy_funcs = pysrc::functions(&buggy);
     let line = m.line(&file.text);
-    let top = pysrc::location_at_line(&buggy_funcs, line).context("mutation outside a function")?;
+    let clean_top = pysrc::location_at_line(&file.funcs, line).context("mutation outside a function")?;
+    // The same function in the buggy file (a removed branch shortens it).
+    let top = buggy_funcs
+        .iter()
+        .find(|f| f.top_level && f.qualname == clean_top.qualname)
+        .context("mutated function not found in the buggy file")?;
     let location = format!("{}:{}", file.path, top.qualname);
     let fn_lines = top.end_line - top.start_line + 1;
     let tier = if m.line_span(&file.text) == 1 && m.replacement.lines().count() <= 1 && fn_lines <= 25 {
