@@ -210,3 +210,14 @@ fn micro_batches_accumulate_to_the_whole_batch() {
         whole.opt.v = split.opt.v.clone();
     }
 }
+
+/// The supervised step lowers the mean cross-entropy of the batch it trains on.
+#[test]
+fn sft_steps_lower_the_cross_entropy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut t = new_trainer(&tmp.path().join("s"), false);
+    let batch = synthetic_batch(&mut t);
+    let losses: Vec<f32> = (0..5).map(|_| t.sft_step(&Cpu, &batch).unwrap().policy.loss).collect();
+    assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
+    assert!(losses[0] > 2.0 && losses[0] < 5.0, "about ln(32) at the start: {losses:?}");
+}
