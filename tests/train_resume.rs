@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use atomrl::backend::cpu::Cpu;
-use atomrl::model::{Model, Weights};
+use atomrl::model::{Model, Recompute, Weights};
 use atomrl::rl::advantages::{group_advantages, AdvantageConfig};
 use atomrl::rl::checkpoint::{self, LATEST};
 use atomrl::rl::objective::ObjectiveConfig;
@@ -21,6 +21,8 @@ const VOCAB: usize = 32;
 
 /// A fresh trainer on a tiny random llama whose `config.json` lives in `source`.
 fn new_trainer(source: &Path, recompute: bool) -> Trainer<Cpu> {
+    // Recomputing one of the two layers exercises both paths of the backward pass.
+    let recompute = if recompute { Recompute::Layers(vec![1]) } else { Recompute::Never };
     let cfg = tiny_config("llama", VOCAB);
     let weights = random_weights(&cfg, 11);
     let model = Model::from_host(&Cpu, cfg.clone(), &weights).unwrap();

@@ -26,8 +26,9 @@ pub struct TrainConfig {
     pub objective: ObjectiveConfig,
     pub optimizer: AdamWConfig,
     pub schedule: LrSchedule,
-    /// Recompute every layer's activations in the backward pass instead of keeping them.
-    pub recompute: bool,
+    /// Which layers recompute their activations in the backward pass instead of keeping them
+    /// (`"never"`, `"always"` or `{"layers": [...]}`).
+    pub recompute: Recompute,
     pub seed: u64,
     /// Checkpoints kept in the run directory.
     pub keep_last: usize,
@@ -127,7 +128,7 @@ impl<B: Backend> Trainer<B> {
         let obj = &self.cfg.objective;
         let totals = LossTotals::of(batches.iter().map(|b| (&b.mask[..], &b.cu_seqlens[..])));
         ensure!(totals.tokens > 0, "the batch has no completion tokens");
-        let recompute = if self.cfg.recompute { Recompute::Always } else { Recompute::Never };
+        let recompute = self.cfg.recompute.clone();
         let mut grads = match self.grads.take() {
             Some(mut g) => {
                 for t in g.visit_mut() {
