@@ -12,4 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod rl;
 pub mod rollout;
+pub mod sandbox;
+pub mod skills;
+pub mod synth;
 pub mod tokenizer;

@@ -18,6 +18,15 @@ impl ChatMessage {
     pub fn new(role: &str, content: impl Into<String>) -> Self {
         ChatMessage { role: role.into(), content: content.into() }
     }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
 }
 
 pub struct Tokenizer {

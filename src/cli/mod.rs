@@ -4,8 +4,10 @@ use clap::{Parser, Subcommand};
 
 pub mod convert;
 pub mod device;
+pub mod eval;
 pub mod generate;
 pub mod report;
+pub mod synth;
 
 #[derive(Parser, Debug)]
 #[command(name = "atomrl", version, about = "Joint RL over five atomic coding skills, on one runtime")]
@@ -23,6 +25,10 @@ pub enum Command {
     Convert(convert::ConvertCommand),
     /// Plot a run's metrics (reward per skill, KL, entropy, lengths) as SVG files.
     Report(report::ReportArgs),
+    /// Grade completions of task instances and print per-skill rewards.
+    Eval(eval::EvalArgs),
+    /// Build task instances from Python packages by mutation.
+    Synth(synth::SynthArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -30,5 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Convert(cmd) => convert::run(cmd),
         Command::Report(args) => report::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Synth(args) => synth::run(args),
     }
 }
