@@ -38,11 +38,14 @@ fn load(name: &str) -> Fixture {
 
 /// Every gradient against `prefix.<name>`: relative to the tensor's scale, with a small floor.
 fn check_grads(name: &str, f: &Fixture, grads: &Weights<Vec<f32>>, prefix: &str) {
+    let mut worst = 0f32;
     for (info, g) in param_infos(&f.model.config).zip(grads) {
         let (_, want) = &f.expected[&format!("{prefix}.{}", info.name)];
         let err = rel_err(g, want, 1e-6);
         assert!(err < 1e-3, "{name}: {prefix}.{} relative error {err}", info.name);
+        worst = worst.max(err);
     }
+    eprintln!("{name}: largest {prefix} relative error {worst:.2e}");
 }
 
 /// Rows `b*seq + t` for `t < seq-1` predict token `t+1`; the last row of each sequence is idle.
