@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use atomrl::backend::cpu::Cpu;
 use atomrl::backend::{AdamW, Backend, KlEstimator, LossGrads};
 use atomrl::model::checkpoint::read_all;
-use atomrl::model::{param_infos, Model, Weights};
+use atomrl::model::{param_infos, Model, Recompute, Weights};
 use atomrl::rl::objective::{cross_entropy, next_tokens, policy_loss, ObjectiveConfig, PolicyRows};
 use serde_json::Value;
 
@@ -38,11 +38,14 @@ fn load(name: &str) -> Fixture {
 
 /// Every gradient against `prefix.<name>`: relative to the tensor's scale, with a small floor.
 fn check_grads(name: &str, f: &Fixture, grads: &Weights<Vec<f32>>, prefix: &str) {
+    let mut worst = 0f32;
     for (info, g) in param_infos(&f.model.config).zip(grads) {
         let (_, want) = &f.expected[&format!("{prefix}.{}", info.name)];
         let err = rel_err(g, want, 1e-6);
         assert!(err < 1e-3, "{name}: {prefix}.{} relative error {err}", info.name);
+        worst = worst.max(err);
     }
+    eprintln!("{name}: largest {prefix} relative error {worst:.2e}");
 }
 
 /// Rows `b*seq + t` for `t < seq-1` predict token `t+1`; the last row of each sequence is idle.
@@ -70,6 +73,17 @@ fn ce(name: &str) {
     let want = f.expected["ce_loss"].1[0];
     assert!(((loss - want) / want).abs() < 1e-4, "{name}: ce loss {loss} vs {want}");
     check_grads(name, &f, &grads, "ce_grad");
+
+    // Recomputing every layer's activations in the backward pass gives the same gradients.
+    let batch = f.model.pack(&Cpu, &f.ids, &f.cu).unwrap();
+    let fwd = f.model.forward_packed(&Cpu, batch, Some(&Recompute::Always)).unwrap();
+    let mut again = f.model.zero_grads(&Cpu).unwrap();
+    let mut dh = vec![0.0; fwd.hidden.len()];
+    cross_entropy(&Cpu, &fwd.hidden, f.model.weights.head(), c.hidden_size, c.vocab_size, &targets, &weights, 7, Some(LossGrads { d_hidden: &mut dh, d_head: again.head_mut() })).unwrap();
+    f.model.backward(&Cpu, &fwd, &dh, &mut again).unwrap();
+    for (a, b) in grads.visit().into_iter().zip(again.visit()) {
+        assert_eq!(a, b, "{name}: recomputed activations change the gradients");
+    }
 }
 
 fn grpo(name: &str) {

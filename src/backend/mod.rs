@@ -184,7 +184,7 @@ pub enum LossStat {
     Mismatch,
 }
 
-pub const LOSS_STATS: usize = 13;
+pub const LOSS_STATS: usize = LossStat::Mismatch as usize + 1;
 
 /// One AdamW step with PyTorch semantics (decoupled weight decay, bias correction) over one
 /// parameter; the gradient is multiplied by `grad_scale` first (global-norm clipping).
@@ -251,7 +251,8 @@ pub trait Backend: Send + Sync + 'static {
     /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
     fn copy(&self, dst: &mut Self::Tensor, dst_off: usize, src: &Self::Tensor, src_off: usize, len: usize) -> Result<()>;
     /// Sets every element of `x` to `value` (zeroing gradients kept across steps).
-    fn fill(&self, _x: &mut Self::Tensor, _value: f32) -> Result<()> {
+    #[allow(unused_variables)]
+    fn fill(&self, x: &mut Self::Tensor, value: f32) -> Result<()> {
         unsupported(self.name(), "fill")
     }
     /// `t[dst_off..dst_off+len] = t[src_off..src_off+len]` for ranges that do not overlap.
@@ -261,14 +262,16 @@ pub trait Backend: Send + Sync + 'static {
     /// `out[t,:] = table[ids[t],:]`.
     fn embedding(&self, out: &mut Self::Tensor, table: &Self::Tensor, ids: &Self::Index, rows: usize, dim: usize) -> Result<()>;
     /// Gradient of [`Backend::embedding`]: `d_table[ids[t],:] += d_out[t,:]`.
-    fn embedding_backward(&self, _d_table: &mut Self::Tensor, _d_out: &Self::Tensor, _ids: &Self::Index, _rows: usize, _dim: usize) -> Result<()> {
+    #[allow(unused_variables)]
+    fn embedding_backward(&self, d_table: &mut Self::Tensor, d_out: &Self::Tensor, ids: &Self::Index, rows: usize, dim: usize) -> Result<()> {
         unsupported(self.name(), "embedding_backward")
     }
     /// `out = x / rms(x) * weight`, row by row.
     fn rms_norm(&self, out: &mut Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()>;
     /// Gradient of [`Backend::rms_norm`] given `d_out`: `dx += ∂/∂x`, `d_weight += ∂/∂weight`.
     #[allow(clippy::too_many_arguments)]
-    fn rms_norm_backward(&self, _dx: &mut Self::Tensor, _d_weight: &mut Self::Tensor, _d_out: &Self::Tensor, _x: &Self::Tensor, _weight: &Self::Tensor, _rows: usize, _dim: usize, _eps: f32) -> Result<()> {
+    #[allow(unused_variables)]
+    fn rms_norm_backward(&self, dx: &mut Self::Tensor, d_weight: &mut Self::Tensor, d_out: &Self::Tensor, x: &Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32) -> Result<()> {
         unsupported(self.name(), "rms_norm_backward")
     }
     /// Matrix product, see [`Gemm`].
@@ -276,7 +279,8 @@ pub trait Backend: Send + Sync + 'static {
     /// `x[r,:] += bias` for each row.
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Tensor, rows: usize, dim: usize) -> Result<()>;
     /// Gradient of [`Backend::add_bias`]: `d_bias += ` the column sums of `dx` (`[rows, dim]`).
-    fn add_bias_backward(&self, _d_bias: &mut Self::Tensor, _dx: &Self::Tensor, _rows: usize, _dim: usize) -> Result<()> {
+    #[allow(unused_variables)]
+    fn add_bias_backward(&self, d_bias: &mut Self::Tensor, dx: &Self::Tensor, rows: usize, dim: usize) -> Result<()> {
         unsupported(self.name(), "add_bias_backward")
     }
     /// `acc += x`, elementwise.
@@ -284,13 +288,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Rotates `x` (`[rows, n_heads*head_dim]`) in place by each row's position.
     fn rope(&self, x: &mut Self::Tensor, positions: &Self::Index, r: Rope) -> Result<()>;
     /// Gradient of [`Backend::rope`]: rotates `dx` in place by each row's negative angle.
-    fn rope_backward(&self, _dx: &mut Self::Tensor, _positions: &Self::Index, _r: Rope) -> Result<()> {
+    #[allow(unused_variables)]
+    fn rope_backward(&self, dx: &mut Self::Tensor, positions: &Self::Index, r: Rope) -> Result<()> {
         unsupported(self.name(), "rope_backward")
     }
     /// `out = silu(gate) * up`, elementwise.
     fn swiglu(&self, out: &mut Self::Tensor, gate: &Self::Tensor, up: &Self::Tensor) -> Result<()>;
     /// Gradient of [`Backend::swiglu`]: writes `d_gate` and `d_up`.
-    fn swiglu_backward(&self, _d_gate: &mut Self::Tensor, _d_up: &mut Self::Tensor, _d_out: &Self::Tensor, _gate: &Self::Tensor, _up: &Self::Tensor) -> Result<()> {
+    #[allow(unused_variables)]
+    fn swiglu_backward(&self, d_gate: &mut Self::Tensor, d_up: &mut Self::Tensor, d_out: &Self::Tensor, gate: &Self::Tensor, up: &Self::Tensor) -> Result<()> {
         unsupported(self.name(), "swiglu_backward")
     }
     /// Writes `k`, `v` rows (`[rows, kv_dim]`) into cache rows `slots[r]`.
@@ -303,7 +309,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Gradient of [`Backend::attention_causal`] from its inputs, its output `out` and `lse`:
     /// writes `dq` (`[tokens, q_dim]`), `dk` and `dv` (`[tokens, kv_dim]`).
     #[allow(clippy::too_many_arguments)]
-    fn attention_causal_backward(&self, _dq: &mut Self::Tensor, _dk: &mut Self::Tensor, _dv: &mut Self::Tensor, _d_out: &Self::Tensor, _q: &Self::Tensor, _k: &Self::Tensor, _v: &Self::Tensor, _out: &Self::Tensor, _lse: &Self::Tensor, _p: &CausalAttn<Self>) -> Result<()> {
+    #[allow(unused_variables)]
+    fn attention_causal_backward(&self, dq: &mut Self::Tensor, dk: &mut Self::Tensor, dv: &mut Self::Tensor, d_out: &Self::Tensor, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, out: &Self::Tensor, lse: &Self::Tensor, p: &CausalAttn<Self>) -> Result<()> {
         unsupported(self.name(), "attention_causal_backward")
     }
 
@@ -311,21 +318,25 @@ pub trait Backend: Send + Sync + 'static {
     /// The clipped policy-gradient objective with optional KL penalty and truncated importance
     /// weights. Writes each row's log-prob (`[rows]`) and the statistics (`[LOSS_STATS]`, see
     /// [`LossStat`]); with `grads`, also the gradient of `Loss`.
-    fn policy_loss(&self, _logp: &mut Self::Tensor, _stats: &mut Self::Tensor, _grads: Option<LossGrads<Self>>, _p: &PolicyLoss<Self>) -> Result<()> {
+    #[allow(unused_variables)]
+    fn policy_loss(&self, logp: &mut Self::Tensor, stats: &mut Self::Tensor, grads: Option<LossGrads<Self>>, p: &PolicyLoss<Self>) -> Result<()> {
         unsupported(self.name(), "policy_loss")
     }
     /// Weighted next-token cross-entropy, `-sum(weights * logp)`, with the same outputs.
-    fn cross_entropy(&self, _logp: &mut Self::Tensor, _stats: &mut Self::Tensor, _grads: Option<LossGrads<Self>>, _p: &CrossEntropy<Self>) -> Result<()> {
+    #[allow(unused_variables)]
+    fn cross_entropy(&self, logp: &mut Self::Tensor, stats: &mut Self::Tensor, grads: Option<LossGrads<Self>>, p: &CrossEntropy<Self>) -> Result<()> {
         unsupported(self.name(), "cross_entropy")
     }
 
     // ---- optimizer
     /// `acc[0] += sum(x²)` (for the global gradient norm without a sync per parameter).
-    fn sum_squares(&self, _acc: &mut Self::Tensor, _x: &Self::Tensor) -> Result<()> {
+    #[allow(unused_variables)]
+    fn sum_squares(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()> {
         unsupported(self.name(), "sum_squares")
     }
     /// One AdamW step over one parameter and its moments, see [`AdamW`].
-    fn adamw(&self, _param: &mut Self::Tensor, _grad: &Self::Tensor, _m: &mut Self::Tensor, _v: &mut Self::Tensor, _p: AdamW) -> Result<()> {
+    #[allow(unused_variables)]
+    fn adamw(&self, param: &mut Self::Tensor, grad: &Self::Tensor, m: &mut Self::Tensor, v: &mut Self::Tensor, p: AdamW) -> Result<()> {
         unsupported(self.name(), "adamw")
     }
 

@@ -55,7 +55,8 @@ pub enum SavedLayer<B: Backend> {
 }
 
 /// Which layers keep only their input and recompute their activations in the backward pass.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Recompute {
     /// Keep every activation (fastest, most memory).
     #[default]

@@ -16,7 +16,7 @@ use crate::backend::{Backend, LossGrads};
 use crate::model::{param_infos, Model, ParamInfo, Recompute, Weights};
 
 use super::checkpoint::{self, Checkpoint, TrainerState};
-use super::objective::{loss_weights, next_tokens, policy_loss, LossStats, LossTotals, ObjectiveConfig, PolicyMetrics, PolicyRows};
+use super::objective::{cross_entropy, loss_weights, next_tokens, policy_loss, LossAgg, LossStats, LossTotals, ObjectiveConfig, PolicyMetrics, PolicyRows};
 use super::optimizer::{AdamWConfig, AdamWState, StepStats};
 use super::schedule::LrSchedule;
 
@@ -26,8 +26,9 @@ pub struct TrainConfig {
     pub objective: ObjectiveConfig,
     pub optimizer: AdamWConfig,
     pub schedule: LrSchedule,
-    /// Recompute every layer's activations in the backward pass instead of keeping them.
-    pub recompute: bool,
+    /// Which layers recompute their activations in the backward pass instead of keeping them
+    /// (`"never"`, `"always"` or `{"layers": [...]}`).
+    pub recompute: Recompute,
     pub seed: u64,
     /// Checkpoints kept in the run directory.
     pub keep_last: usize,
@@ -49,6 +50,12 @@ pub struct MicroBatch {
     pub ref_logp: Option<Vec<f32>>,
     /// Per-row log-probs reported by the rollout engine (truncated importance sampling).
     pub rollout_logp: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Copy)]
+enum Loss {
+    Policy,
+    CrossEntropy,
 }
 
 /// What one optimizer step reports.
@@ -105,13 +112,23 @@ impl<B: Backend> Trainer<B> {
         Ok(Trainer { rng: Rng(cfg.seed), model, opt, cfg, infos, step: 0, data_position: 0, history: serde_json::Value::Null, source_dir: source_dir.to_path_buf(), grads: None })
     }
 
-    /// One optimizer step over `batches`.
+    /// One optimizer step of the policy-gradient objective over `batches`.
     pub fn step(&mut self, be: &B, batches: &[MicroBatch]) -> Result<StepReport> {
+        self.run_step(be, batches, Loss::Policy)
+    }
+
+    /// One optimizer step of the mean next-token cross-entropy over the masked rows of
+    /// `batches` (the supervised warm start; advantages and log-probs are ignored).
+    pub fn sft_step(&mut self, be: &B, batches: &[MicroBatch]) -> Result<StepReport> {
+        self.run_step(be, batches, Loss::CrossEntropy)
+    }
+
+    fn run_step(&mut self, be: &B, batches: &[MicroBatch], loss: Loss) -> Result<StepReport> {
         let c = self.model.config.clone();
         let obj = &self.cfg.objective;
         let totals = LossTotals::of(batches.iter().map(|b| (&b.mask[..], &b.cu_seqlens[..])));
         ensure!(totals.tokens > 0, "the batch has no completion tokens");
-        let recompute = if self.cfg.recompute { Recompute::Always } else { Recompute::Never };
+        let recompute = self.cfg.recompute.clone();
         let mut grads = match self.grads.take() {
             Some(mut g) => {
                 for t in g.visit_mut() {
@@ -125,25 +142,36 @@ impl<B: Backend> Trainer<B> {
         for (i, b) in batches.iter().enumerate() {
             let t = b.tokens.len();
             let n_seqs = b.cu_seqlens.len().saturating_sub(1);
-            ensure!(b.mask.len() == t && b.advantages.len() == n_seqs, "micro-batch {i}: {} mask rows and {} advantages for {t} tokens in {n_seqs} sequences", b.mask.len(), b.advantages.len());
-            let mut advantages = vec![0f32; t];
-            for (s, w) in b.cu_seqlens.windows(2).enumerate() {
-                advantages[w[0] as usize..w[1] as usize].fill(b.advantages[s]);
-            }
+            ensure!(b.mask.len() == t, "micro-batch {i}: {} mask rows for {t} tokens", b.mask.len());
             let batch = self.model.pack(be, &b.tokens, &b.cu_seqlens)?;
             let fwd = self.model.forward_packed(be, batch, Some(&recompute)).with_context(|| format!("forward of micro-batch {i}"))?;
-            let rows = PolicyRows {
-                targets: next_tokens(&b.tokens, &b.cu_seqlens),
-                weights: loss_weights(&b.mask, &b.cu_seqlens, obj.loss_agg, &totals, obj.norm_len),
-                advantages,
-                old_logp: b.old_logp.clone(),
-                ref_logp: b.ref_logp.clone(),
-                rollout_logp: b.rollout_logp.clone(),
-            };
+            let targets = next_tokens(&b.tokens, &b.cu_seqlens);
             let (d, v) = (c.hidden_size, c.vocab_size);
             let mut dh = be.zeros(t * d)?;
             let grads_out = LossGrads { d_hidden: &mut dh, d_head: grads.head_mut() };
-            let (_, s) = policy_loss(be, &fwd.hidden, self.model.weights.head(), d, v, &rows, obj, Some(grads_out))?;
+            let head = self.model.weights.head();
+            let (_, s) = match loss {
+                Loss::Policy => {
+                    ensure!(b.advantages.len() == n_seqs, "micro-batch {i}: {} advantages for {n_seqs} sequences", b.advantages.len());
+                    let mut advantages = vec![0f32; t];
+                    for (s, w) in b.cu_seqlens.windows(2).enumerate() {
+                        advantages[w[0] as usize..w[1] as usize].fill(b.advantages[s]);
+                    }
+                    let rows = PolicyRows {
+                        targets,
+                        weights: loss_weights(&b.mask, &b.cu_seqlens, obj.loss_agg, &totals, obj.norm_len),
+                        advantages,
+                        old_logp: b.old_logp.clone(),
+                        ref_logp: b.ref_logp.clone(),
+                        rollout_logp: b.rollout_logp.clone(),
+                    };
+                    policy_loss(be, &fwd.hidden, head, d, v, &rows, obj, Some(grads_out))?
+                }
+                Loss::CrossEntropy => {
+                    let weights = loss_weights(&b.mask, &b.cu_seqlens, LossAgg::TokenMean, &totals, None);
+                    cross_entropy(be, &fwd.hidden, head, d, v, &targets, &weights, obj.chunk(v), Some(grads_out))?
+                }
+            };
             stats.combine(&s);
             self.model.backward(be, &fwd, &dh, &mut grads).with_context(|| format!("backward of micro-batch {i}"))?;
         }

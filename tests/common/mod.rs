@@ -1,4 +1,4 @@
-//! Helpers shared by the training tests.
+//! Functions shared by the training tests.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
