@@ -36,7 +36,7 @@ fn train_config(cfg: &RunConfig) -> TrainConfig {
         objective: cfg.objective.clone(),
         optimizer: cfg.optimizer.clone(),
         schedule: cfg.schedule.clone(),
-        recompute: cfg.trainer.recompute,
+        recompute: cfg.trainer.recompute.clone(),
         seed: cfg.trainer.seed,
         keep_last: cfg.checkpoint.keep_last,
     }

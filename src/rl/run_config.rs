@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::Recompute;
 use crate::skills::{BadLine, Skill, Tier};
 
 use super::advantages::AdvantageConfig;
@@ -123,13 +124,14 @@ pub struct TrainerSection {
     pub mini_batches: usize,
     /// Most tokens in one micro-batch (gradient accumulation splits a mini-batch by this).
     pub micro_batch_tokens: usize,
-    /// Recompute activations in the backward pass instead of keeping them.
-    pub recompute: bool,
+    /// Recompute activations in the backward pass instead of keeping them: `never`, `always`,
+    /// or `{ layers = [0, 1, ...] }`.
+    pub recompute: Recompute,
 }
 
 impl Default for TrainerSection {
     fn default() -> Self {
-        TrainerSection { max_steps: 100, seed: 0, epochs: 1, mini_batches: 1, micro_batch_tokens: 8192, recompute: false }
+        TrainerSection { max_steps: 100, seed: 0, epochs: 1, mini_batches: 1, micro_batch_tokens: 8192, recompute: Recompute::Never }
     }
 }
 
