@@ -23,7 +23,10 @@ pub struct Model<B: Backend> {
 
 /// Which attention a layer runs.
 enum Attn<'a, B: Backend> {
-    Paged { cache: &'a mut KvCache<B>, slots: &'a B::Index, meta: PagedAttn<'a, B> },
+    /// Write the new keys/values into the cache, then attend over it. When every sequence is
+    /// new (a prefill), `prefill` holds the packed layout and attention runs on the new
+    /// keys/values directly, which is the same computation with fewer indirections.
+    Paged { cache: &'a mut KvCache<B>, slots: &'a B::Index, meta: PagedAttn<'a, B>, prefill: Option<CausalAttn<'a, B>> },
     Causal { meta: CausalAttn<'a, B> },
 }
 
@@ -177,10 +180,13 @@ impl<B: Backend> Model<B> {
         be.rope(&mut s.q, positions, Rope { rows: t, n_heads: c.num_heads, head_dim: c.head_dim, theta: c.rope_theta })?;
         be.rope(&mut s.k, positions, Rope { rows: t, n_heads: c.num_kv_heads, head_dim: c.head_dim, theta: c.rope_theta })?;
         match attn {
-            Attn::Paged { cache, slots, meta } => {
+            Attn::Paged { cache, slots, meta, prefill } => {
                 let (kc, vc) = &mut cache.layers[idx];
                 be.kv_cache_write(kc, vc, &s.k, &s.v, slots, t, kvd)?;
-                be.attention_paged(&mut s.attn, &s.q, kc, vc, meta)?;
+                match prefill {
+                    Some(p) => be.attention_causal(&mut s.attn, &mut s.lse, &s.q, &s.k, &s.v, p)?,
+                    None => be.attention_paged(&mut s.attn, &s.q, kc, vc, meta)?,
+                }
             }
             Attn::Causal { meta } => be.attention_causal(&mut s.attn, &mut s.lse, &s.q, &s.k, &s.v, meta)?,
         }
@@ -235,6 +241,8 @@ impl<B: Backend> Model<B> {
         let mut token_seq = Vec::new();
         let mut slots = Vec::new();
         let mut last_rows = Vec::new();
+        let all_new = entries.iter().all(|(seq, _)| cache.len(*seq) == 0);
+        let mut cu_seqlens = vec![0u32];
         for (i, (seq, new)) in entries.iter().enumerate() {
             ensure!(!new.is_empty(), "sequence {seq} has no new tokens");
             let start = cache.len(*seq);
@@ -244,8 +252,10 @@ impl<B: Backend> Model<B> {
             positions.extend((start..start + new.len()).map(|p| p as u32));
             token_seq.extend(std::iter::repeat(i as u32).take(new.len()));
             last_rows.push(tokens.len() - 1);
+            cu_seqlens.push(tokens.len() as u32);
         }
         let t = tokens.len();
+        let cu_seqlens = if all_new { Some(be.index(&cu_seqlens)?) } else { None };
         let max_blocks = entries.iter().map(|(s, _)| cache.blocks_of(*s)).max().unwrap_or(1);
         let tables: Vec<u32> = entries.iter().flat_map(|(s, _)| cache.block_table(*s, max_blocks)).collect();
         let (positions, token_seq, tables, slots) = (be.index(&positions)?, be.index(&token_seq)?, be.index(&tables)?, be.index(&slots)?);
@@ -255,7 +265,8 @@ impl<B: Backend> Model<B> {
         let block_size = cache.block_size;
         for idx in 0..c.num_layers {
             let meta = PagedAttn { tokens: t, shape: c.attn_shape(), block_size, max_blocks, positions: &positions, token_seq: &token_seq, block_tables: &tables };
-            let mut attn = Attn::Paged { cache: &mut *cache, slots: &slots, meta };
+            let prefill = cu_seqlens.as_ref().map(|cu| CausalAttn { tokens: t, n_seqs: entries.len(), shape: c.attn_shape(), cu_seqlens: cu });
+            let mut attn = Attn::Paged { cache: &mut *cache, slots: &slots, meta, prefill };
             self.layer(be, idx, &mut x, &mut s, t, &positions, &mut attn, false)?;
         }
         let rows: Vec<usize> = if all_logits { (0..t).collect() } else { last_rows };

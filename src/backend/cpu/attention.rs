@@ -8,20 +8,55 @@ use crate::backend::{CausalAttn, PagedAttn};
 use super::ops::{fast_exp, gemm_view, View};
 use super::Cpu;
 
+/// `a · b` in eight independent lanes, so the compiler can vectorise it (a plain sum of floats
+/// must keep its order and cannot be).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let split = a.len() / 8 * 8;
+    for (x, y) in a[..split].chunks_exact(8).zip(b[..split].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = a[split..].iter().zip(&b[split..]).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Softmax-weighted sum over the keys/values starting at `bases` (offsets into `k`/`v`) for one
 /// query head; writes `out` and returns the log-sum-exp of the scaled scores.
-fn attend(out: &mut [f32], q: &[f32], bases: impl Iterator<Item = usize> + Clone, k: &[f32], v: &[f32], scale: f32) -> f32 {
+#[inline(always)]
+fn attend_impl(out: &mut [f32], q: &[f32], bases: &[usize], k: &[f32], v: &[f32], scale: f32) -> f32 {
     let hd = q.len();
-    let scores: Vec<f32> = bases.clone().map(|b| q.iter().zip(&k[b..b + hd]).map(|(a, b)| a * b).sum::<f32>() * scale).collect();
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-    let sum: f32 = weights.iter().sum();
+    let mut weights: Vec<f32> = bases.iter().map(|&b| dot(q, &k[b..b + hd]) * scale).collect();
+    let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for w in &mut weights {
+        *w = fast_exp(*w - max);
+        sum += *w;
+    }
     out.fill(0.0);
-    for (w, b) in weights.iter().zip(bases) {
-        let w = w / sum;
+    let inv = 1.0 / sum;
+    for (w, &b) in weights.iter().zip(bases) {
+        let w = w * inv;
         out.iter_mut().zip(&v[b..b + hd]).for_each(|(o, v)| *o += w * v);
     }
     max + sum.ln()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(out: &mut [f32], q: &[f32], bases: &[usize], k: &[f32], v: &[f32], scale: f32) -> f32 {
+    attend_impl(out, q, bases, k, v, scale)
+}
+
+fn attend(out: &mut [f32], q: &[f32], bases: &[usize], k: &[f32], v: &[f32], scale: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `attend_avx2` is compiled for.
+        return unsafe { attend_avx2(out, q, bases, k, v, scale) };
+    }
+    attend_impl(out, q, bases, k, v, scale)
 }
 
 pub fn attention_paged(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f32], p: &PagedAttn<Cpu>) {
@@ -32,9 +67,10 @@ pub fn attention_paged(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f
         let kvh = h / s.group();
         let seq = p.token_seq[t] as usize;
         let table = &p.block_tables[seq * p.max_blocks..(seq + 1) * p.max_blocks];
-        let bases = (0..=p.positions[t] as usize)
-            .map(move |j| (table[j / p.block_size] as usize * p.block_size + j % p.block_size) * kvd + kvh * hd);
-        attend(o, &q[i * hd..(i + 1) * hd], bases, k_cache, v_cache, s.scale);
+        let bases: Vec<usize> = (0..=p.positions[t] as usize)
+            .map(|j| (table[j / p.block_size] as usize * p.block_size + j % p.block_size) * kvd + kvh * hd)
+            .collect();
+        attend(o, &q[i * hd..(i + 1) * hd], &bases, k_cache, v_cache, s.scale);
     });
 }
 
