@@ -13,8 +13,26 @@ pub struct EvalArgs {
     #[arg(long)]
     pub tasks: PathBuf,
     /// Completions (JSONL of {"instance_id", "completion"}; any number per instance).
-    #[arg(long, required_unless_present = "gold")]
+    #[arg(long, required_unless_present_any = ["gold", "model"])]
     pub completions: Option<PathBuf>,
+    /// Grade this model's own completions (a Hugging Face directory) instead of a file.
+    #[arg(long, conflicts_with_all = ["completions", "gold"])]
+    pub model: Option<PathBuf>,
+    /// With --model: completions per task.
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// With --model: sampling temperature (0 is greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// With --model: most tokens per completion.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// With --model: at most this many tasks per skill, in file order (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub per_skill: usize,
+    /// Keep only tasks of this tier (easy or normal).
+    #[arg(long)]
+    pub tier: Option<crate::skills::Tier>,
     /// Grade each task's gold answer instead of a completions file.
     #[arg(long)]
     pub gold: bool,
@@ -98,7 +116,10 @@ pub fn summarize(per_instance: &BTreeMap<Skill, Vec<Vec<f32>>>) -> BTreeMap<Skil
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let on_error = if args.strict { BadLine::Refuse } else { BadLine::Skip };
-    let (tasks, errors) = load_tasks(&args.tasks, on_error)?;
+    let (mut tasks, errors) = load_tasks(&args.tasks, on_error)?;
+    if let Some(tier) = args.tier {
+        tasks.retain(|t| t.tier == tier);
+    }
     for e in &errors {
         eprintln!("warning: {}: {e} (skipped)", args.tasks.display());
     }
@@ -107,6 +128,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut items: Vec<(&Task, String)> = Vec::new();
     if args.gold {
         items.extend(tasks.iter().map(|t| (t, gold_completion(t))));
+    } else if let Some(model) = &args.model {
+        items = model_completions(&args, model, &tasks)?;
     } else {
         let path = args.completions.as_ref().context("--completions is required")?;
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -189,4 +212,37 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!("{infra} grading(s) failed for infrastructure reasons (see above)");
     }
     Ok(())
+}
+
+/// Each task's prompt answered `--samples` times by the model at `model_dir` (CPU backend).
+fn model_completions<'a>(args: &EvalArgs, model_dir: &std::path::Path, tasks: &'a [Task]) -> Result<Vec<(&'a Task, String)>> {
+    use crate::backend::cpu::Cpu;
+    use crate::rollout::{generate, EngineOptions, GenRequest, SamplingConfig};
+    let tokenizer = crate::tokenizer::Tokenizer::from_dir(model_dir)?;
+    let model = crate::model::Model::load(&Cpu, model_dir).with_context(|| format!("loading {}", model_dir.display()))?;
+    let mut count: BTreeMap<Skill, usize> = BTreeMap::new();
+    let picked: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            let c = count.entry(t.skill).or_default();
+            *c += 1;
+            args.per_skill == 0 || *c <= args.per_skill
+        })
+        .collect();
+    let k = args.samples.max(1);
+    let sampling = SamplingConfig { temperature: args.temperature, max_new_tokens: args.max_new_tokens, ..SamplingConfig::default() };
+    let mut requests = Vec::new();
+    for (i, t) in picked.iter().enumerate() {
+        let prompt = crate::rl::tasks::prompt_ids(&tokenizer, t)?;
+        for j in 0..k {
+            requests.push(GenRequest { id: (i * k + j) as u32, prompt: prompt.clone(), sampling: sampling.clone() });
+        }
+    }
+    let mut stop_ids = tokenizer.stop_ids.clone();
+    stop_ids.extend(&model.config.eos_token_ids);
+    eprintln!("generating {} completions with {}", requests.len(), model_dir.display());
+    let out = generate(&Cpu, &model, requests, &EngineOptions { max_batch: 16, stop_ids, ..EngineOptions::default() }, Some(&tokenizer), |_, _| {})?;
+    out.iter()
+        .map(|c| Ok((picked[c.id as usize / k], crate::rl::eval::strip_eos(&tokenizer.decode(&c.completion_ids)?).to_string())))
+        .collect()
 }
