@@ -17,6 +17,8 @@ pub struct PackageSpec {
     pub pythonpath: Vec<String>,
     /// Files never mutated (generated tables, version stubs), relative to the tree.
     pub exclude: Vec<String>,
+    /// Use this directory as the source instead of the sdist (for tests and local packages).
+    pub local_dir: Option<String>,
 }
 
 pub fn read_sources(path: &Path) -> Result<Vec<PackageSpec>> {
@@ -46,6 +48,7 @@ pub fn read_sources(path: &Path) -> Result<Vec<PackageSpec>> {
             package_dir: cols[5].into(),
             pythonpath: list(cols[6]),
             exclude: list(cols[7]),
+            local_dir: None,
         });
     }
     Ok(out)
