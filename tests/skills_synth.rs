@@ -86,7 +86,14 @@ fn mutations_touch_only_the_mutated_text() {
         .flat_map(|f| mutations_in(LIB, f.body_start_byte, f.end_byte))
         .collect();
     let ops: BTreeSet<&str> = muts.iter().map(|m| m.op).collect();
-    for op in ["compare", "invert", "off_by_one", "arith", "remove_branch", "constant"] {
+    for op in [
+        "compare",
+        "invert",
+        "off_by_one",
+        "arith",
+        "remove_branch",
+        "constant",
+    ] {
         assert!(ops.contains(op), "{op} missing from {ops:?}");
     }
     for m in &muts {
@@ -102,7 +109,9 @@ fn synth_builds_graded_instances_deterministically() {
     let pkg = package();
     let cfg = GraderConfig::default();
     let probe = Task::default();
-    let Some(grader) = skills_support::grader_for("synth", &[probe], cfg) else { return };
+    let Some(grader) = skills_support::grader_for("synth", &[probe], cfg) else {
+        return;
+    };
     let spec = PackageSpec {
         name: "mini".into(),
         version: "0.1".into(),
@@ -114,19 +123,35 @@ fn synth_builds_graded_instances_deterministically() {
         exclude: vec![],
         local_dir: Some(pkg.path().display().to_string()),
     };
-    let scfg = SynthConfig { max_mutants: 4, max_candidates: 30, ..SynthConfig::default() };
+    let scfg = SynthConfig {
+        max_mutants: 4,
+        max_candidates: 30,
+        ..SynthConfig::default()
+    };
     let tasks = synth_package(&grader, &spec, &scfg, &|l| eprintln!("{l}")).unwrap();
     assert!(tasks.len() >= 10, "{} instances", tasks.len());
     for skill in Skill::ALL {
         assert!(tasks.iter().any(|t| t.skill == skill), "{skill}");
     }
     for t in &tasks {
-        assert!(!t.FAIL_TO_PASS.is_empty() && !t.PASS_TO_PASS.is_empty(), "{}", t.instance_id);
-        assert!(t.gold_locations[0].starts_with("mini/core.py:"), "{:?}", t.gold_locations);
+        assert!(
+            !t.FAIL_TO_PASS.is_empty() && !t.PASS_TO_PASS.is_empty(),
+            "{}",
+            t.instance_id
+        );
+        assert!(
+            t.gold_locations[0].starts_with("mini/core.py:"),
+            "{:?}",
+            t.gold_locations
+        );
         assert!(t.FAIL_TO_PASS.iter().all(|f| !t.PASS_TO_PASS.contains(f)));
     }
     let golds: Vec<String> = tasks.iter().map(gold_completion).collect();
-    let items: Vec<(&Task, &str)> = tasks.iter().zip(&golds).map(|(t, g)| (t, g.as_str())).collect();
+    let items: Vec<(&Task, &str)> = tasks
+        .iter()
+        .zip(&golds)
+        .map(|(t, g)| (t, g.as_str()))
+        .collect();
     assert!(grader.grade_batch(&items).iter().all(|g| g.reward == 1.0));
     let again = synth_package(&grader, &spec, &scfg, &|_| {}).unwrap();
     assert_eq!(tasks, again, "synthesis is deterministic");

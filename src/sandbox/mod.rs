@@ -194,7 +194,11 @@ impl Sandbox {
     /// Checks that bwrap can create its namespaces here; fails with how to fix it otherwise.
     pub fn new(cfg: SandboxConfig) -> Result<Sandbox> {
         let is_root = unsafe { libc::geteuid() } == 0;
-        let mut sb = Sandbox { cfg, mode: Mode::Bwrap, is_root };
+        let mut sb = Sandbox {
+            cfg,
+            mode: Mode::Bwrap,
+            is_root,
+        };
         match sb.probe() {
             Ok(()) => Ok(sb),
             Err(err) if sb.cfg.allow_unsandboxed => {
@@ -238,11 +242,24 @@ impl Sandbox {
     fn probe(&self) -> Result<()> {
         let dir = tempfile::tempdir().context("creating a probe workspace")?;
         let argv = vec!["true".to_string()];
-        let limits = Limits { time_s: 20.0, ..Limits::default() };
-        let job = Job { workspace: dir.path(), argv: &argv, env: &[], mounts: &[], limits: &limits };
+        let limits = Limits {
+            time_s: 20.0,
+            ..Limits::default()
+        };
+        let job = Job {
+            workspace: dir.path(),
+            argv: &argv,
+            env: &[],
+            mounts: &[],
+            limits: &limits,
+        };
         let out = self.run(&job)?;
         if !out.success() {
-            bail!("`bwrap ... true` failed ({:?}): {}", out.exit, out.stderr.trim());
+            bail!(
+                "`bwrap ... true` failed ({:?}): {}",
+                out.exit,
+                out.stderr.trim()
+            );
         }
         Ok(())
     }
@@ -252,7 +269,11 @@ impl Sandbox {
     pub fn run(&self, job: &Job) -> Result<RunOutput> {
         let slot = Slot::take();
         let uid = self.cfg.uid_base + slot.0 as u32;
-        let drop_to = if self.is_root && self.mode == Mode::Bwrap { Some(uid) } else { None };
+        let drop_to = if self.is_root && self.mode == Mode::Bwrap {
+            Some(uid)
+        } else {
+            None
+        };
         if let Some(uid) = drop_to {
             chown_tree(job.workspace, uid).context("handing the workspace to the sandbox uid")?;
             for m in job.mounts.iter().filter(|m| m.writable) {
@@ -282,7 +303,9 @@ impl Sandbox {
             cmd.pre_exec(move || apply_limits(&limits, drop_to));
         }
         let start = Instant::now();
-        let mut child = cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
         let pgid = child.id() as i32;
         let cap = job.limits.output_bytes;
         let out_reader = spawn_capped_reader(child.stdout.take(), cap);
@@ -314,12 +337,24 @@ impl Sandbox {
             Exit::Signal(status.signal().unwrap_or(0))
         };
         drop(slot);
-        Ok(RunOutput { exit, stdout, stderr, truncated: t1 || t2, wall: elapsed })
+        Ok(RunOutput {
+            exit,
+            stdout,
+            stderr,
+            truncated: t1 || t2,
+            wall: elapsed,
+        })
     }
 
     fn bwrap_command(&self, job: &Job) -> Command {
         let mut c = Command::new(&self.cfg.bwrap);
-        c.args(["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
+        c.args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+        ]);
         c.args(["--hostname", "sandbox"]);
         for p in SYSTEM_RO {
             c.args(["--ro-bind-try", p, p]);
@@ -339,7 +374,10 @@ impl Sandbox {
 /// Runs between fork and exec: async-signal-safe calls only.
 fn apply_limits(l: &Limits, drop_to: Option<u32>) -> std::io::Result<()> {
     fn set(res: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
-        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
         if unsafe { libc::setrlimit(res, &lim) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -373,7 +411,9 @@ fn spawn_capped_reader<R: Read + Send + 'static>(
     cap: usize,
 ) -> std::thread::JoinHandle<(String, bool)> {
     std::thread::spawn(move || {
-        let Some(mut pipe) = pipe else { return (String::new(), false) };
+        let Some(mut pipe) = pipe else {
+            return (String::new(), false);
+        };
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
         let mut truncated = false;
@@ -399,7 +439,8 @@ fn chown_tree(root: &Path, uid: u32) -> Result<()> {
     fn one(p: &Path, uid: u32) -> Result<()> {
         let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
         if unsafe { libc::lchown(c.as_ptr(), uid, uid) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("chown {}", p.display()));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("chown {}", p.display()));
         }
         Ok(())
     }

@@ -16,7 +16,8 @@ use crate::sandbox::Limits;
 use crate::skills::grader::{TestReport, Variant};
 use crate::skills::patch::unified_diff;
 use crate::skills::{
-    gold_completion, pysrc, Env, Grader, PromptContext, Review, Skill, Snippet, Source, Task, Tier, Verdict,
+    gold_completion, pysrc, Env, Grader, PromptContext, Review, Skill, Snippet, Source, Task, Tier,
+    Verdict,
 };
 use anyhow::{bail, Context, Result};
 use mutate::Mutation;
@@ -39,7 +40,13 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { seed: 0, max_mutants: 40, max_candidates: 400, per_function: 2, workers: 2 }
+        SynthConfig {
+            seed: 0,
+            max_mutants: 40,
+            max_candidates: 400,
+            per_function: 2,
+            workers: 2,
+        }
     }
 }
 
@@ -69,7 +76,9 @@ impl Rng {
 }
 
 fn seed_for(seed: u64, name: &str) -> u64 {
-    name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A package file and its functions.
@@ -97,7 +106,12 @@ struct Kept {
 }
 
 /// Builds the instances of one package. `log` gets progress lines.
-pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log: &dyn Fn(&str)) -> Result<Vec<Task>> {
+pub fn synth_package(
+    grader: &Grader,
+    spec: &PackageSpec,
+    cfg: &SynthConfig,
+    log: &dyn Fn(&str),
+) -> Result<Vec<Task>> {
     let source = spec.source();
     let tree = grader.pristine(&source)?;
     let base = Task {
@@ -107,7 +121,11 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
             source: source.clone(),
             test_cmd: None,
             pythonpath: spec.pythonpath.clone(),
-            limits: Limits { time_s: 300.0, cpu_s: 300, ..Limits::default() },
+            limits: Limits {
+                time_s: 300.0,
+                cpu_s: 300,
+                ..Limits::default()
+            },
             testgen_path: None,
         }),
         ..Task::default()
@@ -116,13 +134,29 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
     // 1. The suite once, with per-test call tracing.
     let mut timings = Default::default();
     let ws = grader.workspace(&base, Variant::Buggy)?;
-    let (baseline, out) = grader.run_tests(&base, &ws, &[], Some(&spec.package_dir), &mut timings)?;
+    let (baseline, out) =
+        grader.run_tests(&base, &ws, &[], Some(&spec.package_dir), &mut timings)?;
     drop(ws);
     if !baseline.complete {
-        bail!("{}: the test suite did not report: {}", spec.name, out.stderr.lines().last().unwrap_or(""));
+        bail!(
+            "{}: the test suite did not report: {}",
+            spec.name,
+            out.stderr.lines().last().unwrap_or("")
+        );
     }
-    let passing: BTreeSet<String> = baseline.outcomes.iter().filter(|(_, o)| *o == "passed").map(|(k, _)| k.clone()).collect();
-    log(&format!("{}: {} tests, {} passing ({:.1}s)", spec.name, baseline.outcomes.len(), passing.len(), out.wall.as_secs_f64()));
+    let passing: BTreeSet<String> = baseline
+        .outcomes
+        .iter()
+        .filter(|(_, o)| *o == "passed")
+        .map(|(k, _)| k.clone())
+        .collect();
+    log(&format!(
+        "{}: {} tests, {} passing ({:.1}s)",
+        spec.name,
+        baseline.outcomes.len(),
+        passing.len(),
+        out.wall.as_secs_f64()
+    ));
 
     // 2. Package files, functions, and which passing tests call each function.
     let files = package_files(&tree, spec)?;
@@ -134,14 +168,25 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         for c in calls {
             if let Some((f, l)) = c.rsplit_once(':') {
                 if let Ok(l) = l.parse::<usize>() {
-                    callers.entry((f.to_string(), l)).or_default().insert(test.clone());
+                    callers
+                        .entry((f.to_string(), l))
+                        .or_default()
+                        .insert(test.clone());
                 }
             }
         }
     }
     let tests_of = |file: &SourceFile, f: &pysrc::Function| -> BTreeSet<String> {
-        let mut t = callers.get(&(file.path.clone(), f.start_line)).cloned().unwrap_or_default();
-        t.extend(callers.get(&(file.path.clone(), f.def_line)).cloned().unwrap_or_default());
+        let mut t = callers
+            .get(&(file.path.clone(), f.start_line))
+            .cloned()
+            .unwrap_or_default();
+        t.extend(
+            callers
+                .get(&(file.path.clone(), f.def_line))
+                .cloned()
+                .unwrap_or_default(),
+        );
         t
     };
 
@@ -154,11 +199,16 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
                 continue;
             }
             // Only the function's own body: nested definitions are functions of their own.
-            let mut muts: Vec<Candidate> = mutate::mutations_in(&file.text, f.body_start_byte, f.end_byte)
-                .into_iter()
-                .filter(|m| innermost(&file.funcs, m.start) == Some(ki))
-                .map(|m| Candidate { file: fi, func: ki, mutation: m })
-                .collect();
+            let mut muts: Vec<Candidate> =
+                mutate::mutations_in(&file.text, f.body_start_byte, f.end_byte)
+                    .into_iter()
+                    .filter(|m| innermost(&file.funcs, m.start) == Some(ki))
+                    .map(|m| Candidate {
+                        file: fi,
+                        func: ki,
+                        mutation: m,
+                    })
+                    .collect();
             rng.shuffle(&mut muts);
             if !muts.is_empty() {
                 per_func.push(muts);
@@ -176,10 +226,17 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
     }
     queue.truncate(cfg.max_candidates);
-    log(&format!("{}: {} covered functions, {} candidate mutants", spec.name, per_func.len(), queue.len()));
+    log(&format!(
+        "{}: {} covered functions, {} candidate mutants",
+        spec.name,
+        per_func.len(),
+        queue.len()
+    ));
 
     // 4. Run each candidate's covering tests; keep mutants that fail some and pass others.
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.workers.max(1)).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.workers.max(1))
+        .build()?;
     let mut kept: Vec<Kept> = Vec::new();
     let mut kept_per_func: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     let mut tried = 0;
@@ -189,7 +246,9 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
         let chunk: Vec<&Candidate> = chunk
             .iter()
-            .filter(|c| kept_per_func.get(&(c.file, c.func)).copied().unwrap_or(0) < cfg.per_function)
+            .filter(|c| {
+                kept_per_func.get(&(c.file, c.func)).copied().unwrap_or(0) < cfg.per_function
+            })
             .collect();
         tried += chunk.len();
         let results: Vec<Result<Option<Kept>>> = pool.install(|| {
@@ -205,14 +264,21 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         for r in results {
             if let Some(k) = r? {
                 let key = (k.cand.file, k.cand.func);
-                if kept.len() < cfg.max_mutants && kept_per_func.get(&key).copied().unwrap_or(0) < cfg.per_function {
+                if kept.len() < cfg.max_mutants
+                    && kept_per_func.get(&key).copied().unwrap_or(0) < cfg.per_function
+                {
                     *kept_per_func.entry(key).or_default() += 1;
                     kept.push(k);
                 }
             }
         }
     }
-    log(&format!("{}: kept {} of {} mutants tried", spec.name, kept.len(), tried));
+    log(&format!(
+        "{}: kept {} of {} mutants tried",
+        spec.name,
+        kept.len(),
+        tried
+    ));
 
     // 5. Instances for every skill, each checked by grading its gold answer.
     let per_mutant: Vec<Result<Vec<Task>>> = pool.install(|| {
@@ -232,7 +298,10 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
     }
     let checked: Vec<bool> = pool.install(|| {
-        tasks.par_iter().map(|t| grader.grade(t, &gold_completion(t)).reward == 1.0).collect()
+        tasks
+            .par_iter()
+            .map(|t| grader.grade(t, &gold_completion(t)).reward == 1.0)
+            .collect()
     });
     let before = tasks.len();
     let mut dropped: BTreeMap<Skill, usize> = BTreeMap::new();
@@ -244,7 +313,12 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
         ok
     });
-    log(&format!("{}: {} instances ({} dropped whose gold did not score 1: {dropped:?})", spec.name, tasks.len(), before - tasks.len()));
+    log(&format!(
+        "{}: {} instances ({} dropped whose gold did not score 1: {dropped:?})",
+        spec.name,
+        tasks.len(),
+        before - tasks.len()
+    ));
     Ok(tasks)
 }
 
@@ -269,13 +343,20 @@ fn package_files(tree: &Path, spec: &PackageSpec) -> Result<Vec<SourceFile>> {
     let mut out = Vec::new();
     for p in paths {
         let name = p.rsplit('/').next().unwrap_or(&p);
-        let is_test = p.split('/').any(|d| d == "tests" || d == "test") || name.starts_with("test_") || name == "conftest.py";
+        let is_test = p.split('/').any(|d| d == "tests" || d == "test")
+            || name.starts_with("test_")
+            || name == "conftest.py";
         if is_test || spec.exclude.contains(&p) {
             continue;
         }
-        let text = std::fs::read_to_string(tree.join(&p)).with_context(|| format!("reading {p}"))?;
+        let text =
+            std::fs::read_to_string(tree.join(&p)).with_context(|| format!("reading {p}"))?;
         let funcs = pysrc::functions(&text);
-        out.push(SourceFile { path: p, text, funcs });
+        out.push(SourceFile {
+            path: p,
+            text,
+            funcs,
+        });
     }
     Ok(out)
 }
@@ -314,27 +395,42 @@ fn try_candidate(
     seed: u64,
 ) -> Result<Option<Kept>> {
     let mutated = c.mutation.apply(&file.text);
-    let mut ids: BTreeSet<String> = pick(covering, 40, seed ^ c.mutation.start as u64).into_iter().collect();
+    let mut ids: BTreeSet<String> = pick(covering, 40, seed ^ c.mutation.start as u64)
+        .into_iter()
+        .collect();
     if ids.len() < 4 {
         // Too few covering tests to tell "breaks some" from "breaks all": add neighbours.
         let files: BTreeSet<&str> = ids.iter().filter_map(|i| i.split("::").next()).collect();
-        let near: BTreeSet<String> =
-            passing.iter().filter(|t| files.contains(t.split("::").next().unwrap_or(""))).cloned().collect();
+        let near: BTreeSet<String> = passing
+            .iter()
+            .filter(|t| files.contains(t.split("::").next().unwrap_or("")))
+            .cloned()
+            .collect();
         ids.extend(pick(&near, 10, seed));
     }
     let ids: Vec<String> = ids.into_iter().collect();
-    let task = Task { bug_patch: unified_diff(&file.path, &file.text, &mutated), ..base.clone() };
+    let task = Task {
+        bug_patch: unified_diff(&file.path, &file.text, &mutated),
+        ..base.clone()
+    };
     let mut timings = Default::default();
     let ws = grader.workspace(&task, Variant::Buggy)?;
     let limits_task = Task {
         env: task.env.clone().map(|mut e| {
-            e.limits = Limits { time_s: 60.0, cpu_s: 60, ..Limits::default() };
+            e.limits = Limits {
+                time_s: 60.0,
+                cpu_s: 60,
+                ..Limits::default()
+            };
             e
         }),
         ..task.clone()
     };
     let (report, out) = grader.run_tests(&limits_task, &ws, &ids, None, &mut timings)?;
-    if !report.complete || !report.collect_errors.is_empty() || out.exit == crate::sandbox::Exit::Timeout {
+    if !report.complete
+        || !report.collect_errors.is_empty()
+        || out.exit == crate::sandbox::Exit::Timeout
+    {
         return Ok(None);
     }
     let failed: Vec<String> = ids.iter().filter(|i| report.failed(i)).cloned().collect();
@@ -344,7 +440,12 @@ fn try_candidate(
     }
     let messages = failed
         .iter()
-        .map(|f| (f.clone(), report.messages.get(f).cloned().unwrap_or_default()))
+        .map(|f| {
+            (
+                f.clone(),
+                report.messages.get(f).cloned().unwrap_or_default(),
+            )
+        })
         .collect();
     Ok(Some(Kept {
         cand: c.clone(),
@@ -367,7 +468,10 @@ fn scrub_addresses(text: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'0' && b.get(i + 1) == Some(&b'x') {
-            let n = b[i + 2..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+            let n = b[i + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .count();
             if n >= 6 {
                 out.push_str("0x...");
                 i += 2 + n;
@@ -383,13 +487,21 @@ fn scrub_addresses(text: &str) -> String {
 
 fn clean_message(msg: &str) -> String {
     let m = scrub_addresses(&msg.replace("/workspace/", ""));
-    let m: String = m.lines().filter(|l| !l.contains("Use -v to get")).take(8).collect::<Vec<_>>().join("\n");
+    let m: String = m
+        .lines()
+        .filter(|l| !l.contains("Use -v to get"))
+        .take(8)
+        .collect::<Vec<_>>()
+        .join("\n");
     crate::skills::clip(m.trim(), 400)
 }
 
 fn problem_statement(k: &Kept) -> String {
     let first = &k.fail_to_pass[0];
-    let mut s = format!("Wrong behaviour: {}\n\nThese tests fail:\n", humanize_test(first));
+    let mut s = format!(
+        "Wrong behaviour: {}\n\nThese tests fail:\n",
+        humanize_test(first)
+    );
     for id in k.fail_to_pass.iter().take(3) {
         let msg = clean_message(k.messages.get(id).map_or("", String::as_str));
         s.push_str(&format!("- {id}\n"));
@@ -414,7 +526,10 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
         if parts.next().is_some() {
             return None;
         }
-        by_file.entry(file).or_default().insert(name.split('[').next().unwrap_or(name));
+        by_file
+            .entry(file)
+            .or_default()
+            .insert(name.split('[').next().unwrap_or(name));
     }
     let mut imports = String::new();
     let mut bodies = String::new();
@@ -424,7 +539,10 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
         let root = parsed.root_node();
         let mut cursor = root.walk();
         for node in root.named_children(&mut cursor) {
-            if matches!(node.kind(), "import_statement" | "import_from_statement" | "future_import_statement") {
+            if matches!(
+                node.kind(),
+                "import_statement" | "import_from_statement" | "future_import_statement"
+            ) {
                 let line = &src[node.byte_range()];
                 if !imports.contains(line) {
                     imports.push_str(line);
@@ -436,7 +554,11 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
         let mut defs: Vec<(String, std::ops::Range<usize>)> = Vec::new();
         let mut cursor = root.walk();
         for node in root.named_children(&mut cursor) {
-            let def = if node.kind() == "decorated_definition" { node.child_by_field_name("definition") } else { Some(node) };
+            let def = if node.kind() == "decorated_definition" {
+                node.child_by_field_name("definition")
+            } else {
+                Some(node)
+            };
             let Some(def) = def else { continue };
             let name = match def.kind() {
                 "function_definition" | "class_definition" => def.child_by_field_name("name"),
@@ -481,7 +603,10 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
 fn as_script(tests: &str, fail_to_pass: &[String]) -> Option<String> {
     let funcs = pysrc::functions(tests);
     let mut calls = String::new();
-    let mut names: Vec<&str> = fail_to_pass.iter().filter_map(|id| id.split("::").nth(1)).collect();
+    let mut names: Vec<&str> = fail_to_pass
+        .iter()
+        .filter_map(|id| id.split("::").nth(1))
+        .collect();
     names.dedup();
     for name in names {
         let f = funcs.iter().find(|f| f.top_level && f.qualname == name)?;
@@ -514,14 +639,23 @@ fn gold_test(fail_to_pass: &[String]) -> String {
     let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for id in fail_to_pass {
         let mut parts = id.split("::");
-        let (Some(file), Some(name)) = (parts.next(), parts.next()) else { continue };
+        let (Some(file), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let module = file.trim_end_matches(".py").replace('/', ".");
-        imports.entry(module).or_default().insert(name.split('[').next().unwrap_or(name).to_string());
+        imports
+            .entry(module)
+            .or_default()
+            .insert(name.split('[').next().unwrap_or(name).to_string());
     }
-    let mut s = String::from("# The tests that expose the bug, collected again from their module.\n");
+    let mut s =
+        String::from("# The tests that expose the bug, collected again from their module.\n");
     for (module, names) in imports {
         let names: Vec<String> = names.into_iter().collect();
-        s.push_str(&format!("from {module} import {}  # noqa: F401\n", names.join(", ")));
+        s.push_str(&format!(
+            "from {module} import {}  # noqa: F401\n",
+            names.join(", ")
+        ));
     }
     s
 }
@@ -578,7 +712,8 @@ fn instances(
     let patch = unified_diff(&file.path, &buggy, &file.text);
     let buggy_funcs = pysrc::functions(&buggy);
     let line = m.line(&file.text);
-    let clean_top = pysrc::location_at_line(&file.funcs, line).context("mutation outside a function")?;
+    let clean_top =
+        pysrc::location_at_line(&file.funcs, line).context("mutation outside a function")?;
     // The same function in the buggy file (a removed branch shortens it).
     let top = buggy_funcs
         .iter()
@@ -586,25 +721,44 @@ fn instances(
         .context("mutated function not found in the buggy file")?;
     let location = format!("{}:{}", file.path, top.qualname);
     let fn_lines = top.end_line - top.start_line + 1;
-    let tier = if m.line_span(&file.text) == 1 && m.replacement.lines().count() <= 1 && fn_lines <= 25 {
-        Tier::Easy
-    } else {
-        Tier::Normal
-    };
+    let tier =
+        if m.line_span(&file.text) == 1 && m.replacement.lines().count() <= 1 && fn_lines <= 25 {
+            Tier::Easy
+        } else {
+            Tier::Normal
+        };
     let (s0, s1) = if fn_lines <= 60 {
         (top.start_line, top.end_line)
     } else {
-        (line.saturating_sub(20).max(top.start_line), (line + 20).min(top.end_line))
+        (
+            line.saturating_sub(20).max(top.start_line),
+            (line + 20).min(top.end_line),
+        )
     };
-    let snippet = Snippet { path: file.path.clone(), start_line: s0, text: pysrc::lines(&buggy, s0, s1) };
+    let snippet = Snippet {
+        path: file.path.clone(),
+        start_line: s0,
+        text: pysrc::lines(&buggy, s0, s1),
+    };
     let statement = problem_statement(k);
-    let buggy_line = file.text.lines().nth(line - 1).unwrap_or("").trim().to_string();
+    let buggy_line = file
+        .text
+        .lines()
+        .nth(line - 1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let mutated_line = buggy.lines().nth(line - 1).unwrap_or("").trim().to_string();
     let mut instruction = format!(
         "Fix `{}` in {} so that these tests pass: {}.",
         top.qualname,
         file.path,
-        k.fail_to_pass.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        k.fail_to_pass
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if tier == Tier::Easy && !mutated_line.is_empty() {
         instruction.push_str(&format!(" The bug is on line {line}: `{mutated_line}`."));
@@ -623,23 +777,33 @@ fn instances(
         bug_patch,
         gold_locations: vec![location],
         env: base.env.clone().map(|mut e| {
-            e.limits = Limits { time_s: 30.0, cpu_s: 30, ..Limits::default() };
+            e.limits = Limits {
+                time_s: 30.0,
+                cpu_s: 30,
+                ..Limits::default()
+            };
             e
         }),
         split: Some(spec.split.clone()),
         tier,
         ..Task::default()
     };
-    let with_snippet = Some(PromptContext { repo_view: None, snippets: vec![snippet] });
+    let with_snippet = Some(PromptContext {
+        repo_view: None,
+        snippets: vec![snippet],
+    });
     let mut out = Vec::new();
     // A single-file package makes localize trivial: no instance then.
     if files.len() > 1 {
-    out.push(Task {
-        instance_id: id(Skill::Localize),
-        skill: Skill::Localize,
-        context: Some(PromptContext { repo_view: Some(repo_view(files, k.cand.file, tier, rng)), snippets: vec![] }),
-        ..common.clone()
-    });
+        out.push(Task {
+            instance_id: id(Skill::Localize),
+            skill: Skill::Localize,
+            context: Some(PromptContext {
+                repo_view: Some(repo_view(files, k.cand.file, tier, rng)),
+                snippets: vec![],
+            }),
+            ..common.clone()
+        });
     }
     out.push(Task {
         instance_id: id(Skill::Edit),
@@ -649,13 +813,21 @@ fn instances(
         ..common.clone()
     });
     // testgen's gold: the failing tests' own source if it stands alone, else an import of them.
-    let testgen = Task { instance_id: id(Skill::Testgen), skill: Skill::Testgen, context: with_snippet.clone(), ..common.clone() };
+    let testgen = Task {
+        instance_id: id(Skill::Testgen),
+        skill: Skill::Testgen,
+        context: with_snippet.clone(),
+        ..common.clone()
+    };
     let tree = grader.pristine(&spec.source())?;
     let mut golds: Vec<String> = extracted_test(&tree, &k.fail_to_pass).into_iter().collect();
     golds.push(gold_test(&k.fail_to_pass));
     let n_golds = golds.len();
     for (i, g) in golds.into_iter().enumerate() {
-        let t = Task { gold_test: Some(g), ..testgen.clone() };
+        let t = Task {
+            gold_test: Some(g),
+            ..testgen.clone()
+        };
         if i + 1 == n_golds || grader.grade(&t, &gold_completion(&t)).reward == 1.0 {
             out.push(t);
             break;
@@ -663,15 +835,25 @@ fn instances(
     }
     // reproduce's gold: the failing test functions called as a script if they take no
     // arguments, else (gold_script None) pytest run on the failing tests.
-    let reproduce = Task { instance_id: id(Skill::Reproduce), skill: Skill::Reproduce, context: with_snippet, ..common.clone() };
+    let reproduce = Task {
+        instance_id: id(Skill::Reproduce),
+        skill: Skill::Reproduce,
+        context: with_snippet,
+        ..common.clone()
+    };
     let mut scripts: Vec<Option<String>> = Vec::new();
-    if let Some(script) = extracted_test(&tree, &k.fail_to_pass).and_then(|t| as_script(&t, &k.fail_to_pass)) {
+    if let Some(script) =
+        extracted_test(&tree, &k.fail_to_pass).and_then(|t| as_script(&t, &k.fail_to_pass))
+    {
         scripts.push(Some(script));
     }
     scripts.push(None);
     let n_scripts = scripts.len();
     for (i, s) in scripts.into_iter().enumerate() {
-        let t = Task { gold_script: s, ..reproduce.clone() };
+        let t = Task {
+            gold_script: s,
+            ..reproduce.clone()
+        };
         if i + 1 == n_scripts || grader.grade(&t, &gold_completion(&t)).reward == 1.0 {
             out.push(t);
             break;
@@ -681,11 +863,25 @@ fn instances(
     // Review: half gold fixes, half wrong patches (a sibling mutation at the same place, or a
     // second mutation in the same function); the label comes from running the tests.
     let wrong = n % 2 == 1;
-    let candidate = if wrong { wrong_candidate(file, k, &buggy, rng) } else { None };
+    let candidate = if wrong {
+        wrong_candidate(file, k, &buggy, rng)
+    } else {
+        None
+    };
     let candidate_patch = candidate.unwrap_or_else(|| patch.clone());
-    let review_task = Task { instance_id: id(Skill::Review), skill: Skill::Review, ..common.clone() };
+    let review_task = Task {
+        instance_id: id(Skill::Review),
+        skill: Skill::Review,
+        ..common.clone()
+    };
     let label = label_candidate(grader, &review_task, &candidate_patch)?;
-    out.push(Task { review: Some(Review { candidate_patch, label }), ..review_task });
+    out.push(Task {
+        review: Some(Review {
+            candidate_patch,
+            label,
+        }),
+        ..review_task
+    });
     Ok(out)
 }
 
@@ -703,7 +899,9 @@ fn wrong_candidate(file: &SourceFile, k: &Kept, buggy: &str, rng: &mut Rng) -> O
     }
     // Otherwise another mutation of the same function, on top of the bug.
     let funcs = pysrc::functions(buggy);
-    let f = funcs.iter().find(|f| f.qualname == file.funcs[k.cand.func].qualname)?;
+    let f = funcs
+        .iter()
+        .find(|f| f.qualname == file.funcs[k.cand.func].qualname)?;
     let mut others: Vec<Mutation> = mutate::mutations_in(buggy, f.body_start_byte, f.end_byte);
     others.retain(|o| o.end <= m.start || o.start >= (m.end as isize + delta) as usize);
     if others.is_empty() {
@@ -714,7 +912,10 @@ fn wrong_candidate(file: &SourceFile, k: &Kept, buggy: &str, rng: &mut Rng) -> O
 }
 
 fn label_candidate(grader: &Grader, task: &Task, candidate: &str) -> Result<Verdict> {
-    let t = Task { patch: candidate.to_string(), ..task.clone() };
+    let t = Task {
+        patch: candidate.to_string(),
+        ..task.clone()
+    };
     let mut timings = Default::default();
     let ws = match grader.workspace(&t, Variant::Fixed) {
         Ok(ws) => ws,
@@ -722,22 +923,39 @@ fn label_candidate(grader: &Grader, task: &Task, candidate: &str) -> Result<Verd
     };
     let (report, _) = grader.run_tests(&t, &ws, &t.test_ids(), None, &mut timings)?;
     let all = report.complete && t.test_ids().iter().all(|id| passes(&report, id));
-    Ok(if all { Verdict::Correct } else { Verdict::Incorrect })
+    Ok(if all {
+        Verdict::Correct
+    } else {
+        Verdict::Incorrect
+    })
 }
 
 fn passes(r: &TestReport, id: &str) -> bool {
-    matches!(r.outcomes.get(id).map(String::as_str), Some("passed" | "xfailed" | "skipped"))
+    matches!(
+        r.outcomes.get(id).map(String::as_str),
+        Some("passed" | "xfailed" | "skipped")
+    )
 }
 
 /// Builds the corpus of all packages into `<out>/train.jsonl` and `<out>/test.jsonl`.
-pub fn synth_all(grader: &Grader, specs: &[PackageSpec], cfg: &SynthConfig, out: &Path, log: &dyn Fn(&str)) -> Result<Vec<Task>> {
+pub fn synth_all(
+    grader: &Grader,
+    specs: &[PackageSpec],
+    cfg: &SynthConfig,
+    out: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Vec<Task>> {
     let mut all = Vec::new();
     for spec in specs {
         all.extend(synth_package(grader, spec, cfg, log)?);
     }
     std::fs::create_dir_all(out)?;
     for split in ["train", "test"] {
-        let part: Vec<Task> = all.iter().filter(|t| t.split.as_deref() == Some(split)).cloned().collect();
+        let part: Vec<Task> = all
+            .iter()
+            .filter(|t| t.split.as_deref() == Some(split))
+            .cloned()
+            .collect();
         crate::skills::write_tasks(&out.join(format!("{split}.jsonl")), &part)?;
     }
     Ok(all)

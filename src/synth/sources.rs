@@ -22,7 +22,8 @@ pub struct PackageSpec {
 }
 
 pub fn read_sources(path: &Path) -> Result<Vec<PackageSpec>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let list = |s: &str| -> Vec<String> {
         if s == "-" || s.is_empty() {
             Vec::new()
@@ -37,7 +38,12 @@ pub fn read_sources(path: &Path) -> Result<Vec<PackageSpec>> {
         }
         let cols: Vec<&str> = line.split('\t').collect();
         if cols.len() != 8 {
-            bail!("{}:{}: expected 8 tab-separated columns, got {}", path.display(), i + 1, cols.len());
+            bail!(
+                "{}:{}: expected 8 tab-separated columns, got {}",
+                path.display(),
+                i + 1,
+                cols.len()
+            );
         }
         out.push(PackageSpec {
             name: cols[0].into(),
