@@ -69,3 +69,26 @@ fn malformed_lines_are_reported_by_number_and_skipped_or_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn gold_functions_are_derived_from_the_patch_hunks_with_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pkg")).unwrap();
+    let old = "import os\n\n\nclass A:\n    def m(self):\n        return 1\n\n\ndef f(x):\n    y = x\n    return y\n";
+    let new = old.replace("return 1", "return 2").replace("return y", "return y + 1");
+    std::fs::write(dir.path().join("pkg/mod.py"), old).unwrap();
+    let patch = atomrl::skills::patch::unified_diff("pkg/mod.py", old, &new);
+    let row = serde_json::json!({
+        "instance_id": "d", "patch": patch, "FAIL_TO_PASS": ["t.py::t"],
+        "env": {"source": {"kind": "dir", "path": dir.path()}},
+    });
+    let (mut tasks, errors) = parse_tasks(&row.to_string());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tasks[0].gold_locations, vec!["pkg/mod.py"]);
+    let grader = match atomrl::skills::Grader::new(Default::default()) {
+        Ok(g) => g,
+        Err(e) => return eprintln!("SKIPPED gold_functions: the sandbox cannot run here: {e:#}"),
+    };
+    grader.derive_gold_functions(&mut tasks[0]).unwrap();
+    assert_eq!(tasks[0].gold_locations, vec!["pkg/mod.py", "pkg/mod.py:A.m", "pkg/mod.py:f"]);
+}

@@ -1,7 +1,7 @@
 //! The grader: source cache, fresh workspaces, test and script runs in the sandbox, and a pool
 //! of workers for batches.
 
-use super::patch::{apply_edits, parse_unified_diff};
+use super::patch::{apply_edits, parse_unified_diff, FileEdit, HunkLine};
 use super::task::{Skill, Source, Task};
 use super::{Outcome, Reason};
 use crate::sandbox::{copy_tree, Exit, Job, Limits, Mount, RunOutput, Sandbox, SandboxConfig};
@@ -318,6 +318,42 @@ impl Grader {
             metrics: outcome.metrics,
             timings,
         }
+    }
+
+    /// Adds the functions the gold patch changes (`path:qualname`) to `gold_locations`, read from
+    /// the buggy tree; `load_tasks` can only derive the files. Tasks that already name functions,
+    /// or have no env, are left alone.
+    pub fn derive_gold_functions(&self, task: &mut Task) -> Result<()> {
+        if task.env.is_none() || task.patch.is_empty() || !task.gold_functions().is_empty() {
+            return Ok(());
+        }
+        let ws = self.workspace(task, Variant::Buggy)?;
+        for edit in parse_unified_diff(&task.patch) {
+            let FileEdit::Diff { old_path: Some(path), hunks, .. } = edit else { continue };
+            let Ok(text) = std::fs::read_to_string(ws.path.join(&path)) else { continue };
+            let funcs = super::pysrc::functions(&text);
+            for h in &hunks {
+                let mut line = h.old_start.max(1);
+                for l in &h.lines {
+                    let changed = match l {
+                        HunkLine::Context(_) => false,
+                        HunkLine::Remove(_) | HunkLine::Add(_) => true,
+                    };
+                    if changed {
+                        if let Some(f) = super::pysrc::location_at_line(&funcs, line) {
+                            let loc = format!("{path}:{}", f.qualname);
+                            if !task.gold_locations.contains(&loc) {
+                                task.gold_locations.push(loc);
+                            }
+                        }
+                    }
+                    if !matches!(l, HunkLine::Add(_)) {
+                        line += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The unpacked, unmodified source tree.
