@@ -33,6 +33,8 @@ class Counter:
 const OTHER: &str = "def double(x):\n    return x * 2\n";
 
 const TESTS: &str = r#"
+import unittest
+
 from mini.core import clamp, window, Counter
 
 
@@ -61,10 +63,20 @@ def test_window_whole():
     assert window([1, 2], 2) == [[1, 2]]
 
 
-def test_counter():
-    c = Counter()
-    assert c.add() == 1
-    assert c.add(2) == 3
+class TestCounter(unittest.TestCase):
+    start = 0
+
+    def setUp(self):
+        self.c = Counter()
+
+    def test_add_one(self):
+        self.assertEqual(self.c.add(), self.start + 1)
+
+    def test_add_two(self):
+        self.assertEqual(self.c.add(2), 2)
+
+    def test_unrelated(self):
+        self.assertEqual(1 + 1, 2)
 "#;
 
 fn package() -> tempfile::TempDir {
@@ -145,6 +157,18 @@ fn synth_builds_graded_instances_deterministically() {
             t.gold_locations
         );
         assert!(t.FAIL_TO_PASS.iter().all(|f| !t.PASS_TO_PASS.contains(f)));
+    }
+    // The failing tests' own source is the gold test (no bare imports), and for a unittest
+    // class only its failing methods are kept.
+    for t in tasks.iter().filter(|t| t.skill == Skill::Testgen) {
+        let g = t.gold_test.as_deref().unwrap();
+        assert!(g.contains("def test_"), "{g}");
+        if g.contains("class TestCounter") {
+            assert!(g.contains("def setUp") && !g.contains("test_unrelated"), "{g}");
+        }
+    }
+    for t in tasks.iter().filter(|t| t.skill == Skill::Reproduce) {
+        assert!(t.gold_script.is_some(), "{}", t.instance_id);
     }
     let golds: Vec<String> = tasks.iter().map(gold_completion).collect();
     let items: Vec<(&Task, &str)> = tasks

@@ -516,20 +516,24 @@ fn problem_statement(k: &Kept) -> String {
     s
 }
 
-/// A test file made of the failing test functions themselves, with their module's imports;
-/// None when a failing test is a method (its class would be needed) or cannot be found.
+/// A test file made of the failing tests themselves (functions, or their class with only the
+/// failing test methods), with their module's imports and the module-level helpers they use;
+/// None when a failing test cannot be found.
 fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
-    let mut by_file: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    // file → top-level name → the failing methods (empty for a function).
+    let mut by_file: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
     for id in fail_to_pass {
-        let mut parts = id.split("::");
-        let (file, name) = (parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
+        let parts: Vec<&str> = id.split("::").collect();
+        match parts.as_slice() {
+            [file, func] => {
+                by_file.entry(file).or_default().entry(func.split('[').next()?).or_default();
+            }
+            [file, class, method] => {
+                let m = method.split('[').next()?;
+                by_file.entry(file).or_default().entry(class).or_default().insert(m);
+            }
+            _ => return None,
         }
-        by_file
-            .entry(file)
-            .or_default()
-            .insert(name.split('[').next().unwrap_or(name));
     }
     let mut imports = String::new();
     let mut bodies = String::new();
@@ -539,10 +543,7 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
         let root = parsed.root_node();
         let mut cursor = root.walk();
         for node in root.named_children(&mut cursor) {
-            if matches!(
-                node.kind(),
-                "import_statement" | "import_from_statement" | "future_import_statement"
-            ) {
+            if matches!(node.kind(), "import_statement" | "import_from_statement" | "future_import_statement") {
                 let line = &src[node.byte_range()];
                 if !imports.contains(line) {
                     imports.push_str(line);
@@ -551,14 +552,10 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
             }
         }
         // Top-level definitions by name (helpers a test may use), in source order.
-        let mut defs: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+        let mut defs: Vec<(String, String)> = Vec::new();
         let mut cursor = root.walk();
         for node in root.named_children(&mut cursor) {
-            let def = if node.kind() == "decorated_definition" {
-                node.child_by_field_name("definition")
-            } else {
-                Some(node)
-            };
+            let def = if node.kind() == "decorated_definition" { node.child_by_field_name("definition") } else { Some(node) };
             let Some(def) = def else { continue };
             let name = match def.kind() {
                 "function_definition" | "class_definition" => def.child_by_field_name("name"),
@@ -569,54 +566,108 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
                     .filter(|l| l.kind() == "identifier"),
                 _ => None,
             };
-            if let Some(n) = name {
-                defs.push((src[n.byte_range()].to_string(), node.byte_range()));
-            }
+            let Some(n) = name else { continue };
+            let name = src[n.byte_range()].to_string();
+            let text = match names.get(name.as_str()) {
+                Some(methods) if def.kind() == "class_definition" && !methods.is_empty() => {
+                    filtered_class(&src, node, def, methods)?
+                }
+                _ => src[node.byte_range()].to_string(),
+            };
+            defs.push((name, text));
         }
-        let mut wanted: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut wanted: BTreeSet<String> = names.keys().map(|n| n.to_string()).collect();
         let mut included: BTreeSet<usize> = BTreeSet::new();
         loop {
             let before = included.len();
-            for (i, (name, range)) in defs.iter().enumerate() {
+            for (i, (name, text)) in defs.iter().enumerate() {
                 if wanted.contains(name) && included.insert(i) {
-                    identifiers(&src[range.clone()], &mut wanted);
+                    identifiers(text, &mut wanted);
                 }
             }
             if included.len() == before {
                 break;
             }
         }
-        if names.iter().any(|n| !defs.iter().any(|(d, _)| d == n)) {
+        if names.keys().any(|n| !defs.iter().any(|(d, _)| d == n)) {
             return None;
         }
         for i in included {
             bodies.push_str("\n\n");
-            bodies.push_str(&src[defs[i].1.clone()]);
+            bodies.push_str(&defs[i].1);
             bodies.push('\n');
         }
     }
     Some(format!("{imports}{bodies}"))
 }
 
-/// The extracted tests as a script that calls each one, if none takes arguments (fixtures,
-/// parameters).
+/// A test class keeping everything but the test methods that are not among `keep`.
+fn filtered_class(src: &str, outer: tree_sitter::Node, class: tree_sitter::Node, keep: &BTreeSet<&str>) -> Option<String> {
+    let body = class.child_by_field_name("body")?;
+    let line_start = |b: usize| src[..b].rfind('\n').map_or(0, |i| i + 1);
+    let header_end = src[..body.start_byte()].rfind(':')? + 1;
+    let mut out = src[line_start(outer.start_byte())..header_end].to_string();
+    let mut cursor = body.walk();
+    let mut kept = 0;
+    for child in body.named_children(&mut cursor) {
+        let def = if child.kind() == "decorated_definition" { child.child_by_field_name("definition") } else { Some(child) };
+        if let Some(d) = def.filter(|d| d.kind() == "function_definition") {
+            let name = d.child_by_field_name("name").map_or("", |n| &src[n.byte_range()]);
+            if name.starts_with("test") {
+                if !keep.contains(name) {
+                    continue;
+                }
+                kept += 1;
+            }
+        }
+        out.push_str("\n\n");
+        out.push_str(&src[line_start(child.start_byte())..child.end_byte()]);
+    }
+    (kept == keep.len()).then_some(out)
+}
+
+/// The extracted tests as a script that runs each failing test and exits 1 if any fails; None
+/// when a test needs pytest (fixtures, parameters, marks).
 fn as_script(tests: &str, fail_to_pass: &[String]) -> Option<String> {
     let funcs = pysrc::functions(tests);
-    let mut calls = String::new();
-    let mut names: Vec<&str> = fail_to_pass
-        .iter()
-        .filter_map(|id| id.split("::").nth(1))
-        .collect();
-    names.dedup();
-    for name in names {
-        let f = funcs.iter().find(|f| f.top_level && f.qualname == name)?;
-        let def = &tests[f.start_byte..f.body_start_byte];
-        if def.contains('@') || !def.contains(&format!("{name}():")) {
+    let mut plain = Vec::new();
+    let mut unittest: Vec<(String, String)> = Vec::new();
+    for id in fail_to_pass {
+        let parts: Vec<&str> = id.split("::").collect();
+        let qual = parts[1..].join(".");
+        if qual.contains('[') {
             return None;
         }
-        calls.push_str(&format!("    {name}()\n"));
+        let f = funcs.iter().find(|f| f.qualname == qual)?;
+        let def = &tests[f.start_byte..f.body_start_byte];
+        if def.contains('@') || !(def.contains(&format!("{}():", f.name)) || def.contains(&format!("{}(self):", f.name))) {
+            return None;
+        }
+        match parts.as_slice() {
+            [_, func] => plain.push(format!("    {func}()\n")),
+            [_, class, method] => {
+                let header = tests.find(&format!("class {class}"))?;
+                let line = &tests[header..header + tests[header..].find('\n').unwrap_or(0)];
+                if !line.contains("TestCase") {
+                    return None;
+                }
+                unittest.push((class.to_string(), method.to_string()));
+            }
+            _ => return None,
+        }
     }
-    Some(format!("{tests}\n\nif __name__ == \"__main__\":\n{calls}"))
+    let mut main = String::from("\n\nif __name__ == \"__main__\":\n");
+    for p in &plain {
+        main.push_str(p);
+    }
+    if !unittest.is_empty() {
+        main.push_str("    import sys\n    import unittest\n\n    suite = unittest.TestSuite()\n");
+        for (c, m) in &unittest {
+            main.push_str(&format!("    suite.addTest({c}({m:?}))\n"));
+        }
+        main.push_str("    result = unittest.TextTestRunner().run(suite)\n    sys.exit(0 if result.wasSuccessful() else 1)\n");
+    }
+    Some(format!("{tests}{main}"))
 }
 
 fn identifiers(code: &str, out: &mut BTreeSet<String>) {
