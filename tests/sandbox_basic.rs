@@ -219,4 +219,9 @@ fn a_missing_bwrap_is_a_clear_error_unless_unsandboxed_is_allowed() {
     let ws = tempfile::tempdir().unwrap();
     let out = sh(&sb, ws.path(), "echo hi > f; cat f", &Limits::default());
     assert_eq!(out.stdout, "hi\n");
+    // Unsandboxed, a process can leave the group and keep the pipes open: the run still ends.
+    let start = Instant::now();
+    let out = sh(&sb, ws.path(), "setsid sleep 20 & echo started", &Limits::default());
+    assert_eq!(out.stdout, "started\n");
+    assert!(start.elapsed() < Duration::from_secs(10));
 }

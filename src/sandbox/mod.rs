@@ -325,8 +325,10 @@ impl Sandbox {
         let timed_out = killer.join().unwrap_or(false);
         // Anything left in the group (only possible unsandboxed) goes too.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let (stdout, t1) = out_reader.join().unwrap_or_default();
-        let (stderr, t2) = err_reader.join().unwrap_or_default();
+        // A process that escaped the group (possible only unsandboxed) may hold the pipes open:
+        // take what was read by then and leave its reader behind.
+        let (stdout, t1) = out_reader.finish(Duration::from_secs(2));
+        let (stderr, t2) = err_reader.finish(Duration::from_secs(2));
         let elapsed = start.elapsed();
         use std::os::unix::process::ExitStatusExt;
         let exit = if timed_out {
@@ -406,32 +408,47 @@ fn apply_limits(l: &Limits, drop_to: Option<u32>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn spawn_capped_reader<R: Read + Send + 'static>(
-    pipe: Option<R>,
-    cap: usize,
-) -> std::thread::JoinHandle<(String, bool)> {
+/// Output read so far from one pipe, and whether the reader is done.
+struct CappedReader {
+    buf: std::sync::Arc<Mutex<(Vec<u8>, bool)>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl CappedReader {
+    fn finish(self, grace: Duration) -> (String, bool) {
+        let _ = self.done.recv_timeout(grace);
+        let guard = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        (String::from_utf8_lossy(&guard.0).into_owned(), guard.1)
+    }
+}
+
+fn spawn_capped_reader<R: Read + Send + 'static>(pipe: Option<R>, cap: usize) -> CappedReader {
+    let buf = std::sync::Arc::new(Mutex::new((Vec::new(), false)));
+    let (tx, done) = std::sync::mpsc::channel();
+    let shared = buf.clone();
     std::thread::spawn(move || {
         let Some(mut pipe) = pipe else {
-            return (String::new(), false);
+            let _ = tx.send(());
+            return;
         };
-        let mut buf = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
-        let mut truncated = false;
         loop {
             match pipe.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let room = cap.saturating_sub(buf.len());
-                    buf.extend_from_slice(&chunk[..n.min(room)]);
+                    let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = cap.saturating_sub(g.0.len());
+                    g.0.extend_from_slice(&chunk[..n.min(room)]);
                     if n > room {
-                        truncated = true;
+                        g.1 = true;
                         break; // dropping the pipe makes further writes fail
                     }
                 }
             }
         }
-        (String::from_utf8_lossy(&buf).into_owned(), truncated)
-    })
+        let _ = tx.send(());
+    });
+    CappedReader { buf, done }
 }
 
 fn chown_tree(root: &Path, uid: u32) -> Result<()> {
