@@ -461,20 +461,18 @@ fn humanize_test(id: &str) -> String {
     name.trim_start_matches("test_").replace('_', " ")
 }
 
-/// Replaces memory addresses (`at 0x7f3a...`), which change from run to run, by `0x...`.
+/// Replaces memory addresses, which change from run to run, by `x...`: `at 0x7f3a9c2e1d50` and
+/// pytest's truncated `<obj...x7f3a9c2e1d50>` alike (an `x` followed by 8 or more hex digits).
 fn scrub_addresses(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'0' && b.get(i + 1) == Some(&b'x') {
-            let n = b[i + 2..]
-                .iter()
-                .take_while(|c| c.is_ascii_hexdigit())
-                .count();
-            if n >= 6 {
-                out.push_str("0x...");
-                i += 2 + n;
+        if b[i] == b'x' || b[i] == b'X' {
+            let n = b[i + 1..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+            if n >= 8 {
+                out.push_str("x...");
+                i += 1 + n;
                 continue;
             }
         }
