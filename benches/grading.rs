@@ -23,9 +23,18 @@ fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut tasks: Vec<Task> = Vec::new();
     for split in ["train", "test"] {
-        tasks.extend(load_tasks(&root.join(format!("data/corpus/{split}.jsonl")), BadLine::Refuse)?.0);
+        tasks.extend(
+            load_tasks(
+                &root.join(format!("data/corpus/{split}.jsonl")),
+                BadLine::Refuse,
+            )?
+            .0,
+        );
     }
-    let n: usize = std::env::var("ATOMRL_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let n: usize = std::env::var("ATOMRL_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
     let cfg = GraderConfig::default();
     let workers = cfg.workers;
     let grader = match Grader::new(cfg) {
@@ -41,8 +50,29 @@ fn main() -> anyhow::Result<()> {
     let ws = tempfile::tempdir()?;
     let bare = mean_ms(40, || {
         let st = Command::new("bwrap")
-            .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--ro-bind", "/lib", "/lib"])
-            .args(["--ro-bind-try", "/lib64", "/lib64", "--ro-bind", "/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "true"])
+            .args([
+                "--unshare-all",
+                "--die-with-parent",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--ro-bind",
+                "/lib",
+                "/lib",
+            ])
+            .args([
+                "--ro-bind-try",
+                "/lib64",
+                "/lib64",
+                "--ro-bind",
+                "/bin",
+                "/bin",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "true",
+            ])
             .status()
             .expect("bwrap runs");
         assert!(st.success());
@@ -51,12 +81,24 @@ fn main() -> anyhow::Result<()> {
     let limits = Limits::default();
     let run = |argv: &[&str]| {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let out = sb.run(&Job { workspace: ws.path(), argv: &argv, env: &[], mounts: &[], limits: &limits }).unwrap();
+        let out = sb
+            .run(&Job {
+                workspace: ws.path(),
+                argv: &argv,
+                env: &[],
+                mounts: &[],
+                limits: &limits,
+            })
+            .unwrap();
         assert!(out.success(), "{out:?}");
     };
     let ours = mean_ms(40, || run(&["true"]));
     let py_bare = mean_ms(20, || {
-        assert!(Command::new("/usr/bin/python3").args(["-c", "pass"]).status().unwrap().success());
+        assert!(Command::new("/usr/bin/python3")
+            .args(["-c", "pass"])
+            .status()
+            .unwrap()
+            .success());
     });
     let py_ours = mean_ms(20, || run(&["/usr/bin/python3", "-c", "pass"]));
     println!("| run | ms |\n| --- | ---: |");
@@ -85,23 +127,41 @@ fn main() -> anyhow::Result<()> {
         println!("| {} | {files} | {} | {ms:.2} |", t.repo, bytes / 1024);
     }
 
-    println!("\n## Gold gradings per second ({workers} workers, {n} instances per skill, both splits)\n");
+    println!(
+        "\n## Gold gradings per second ({workers} workers, {n} instances per skill, both splits)\n"
+    );
     println!("| skill | gradings | s | gradings/s | sandbox runs per grading | ms per grading (mean, one worker's view) |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for skill in Skill::ALL {
         let mut pick: Vec<&Task> = Vec::new();
         for split in ["train", "test"] {
-            pick.extend(tasks.iter().filter(|t| t.skill == skill && t.split.as_deref() == Some(split)).take(n / 2));
+            pick.extend(
+                tasks
+                    .iter()
+                    .filter(|t| t.skill == skill && t.split.as_deref() == Some(split))
+                    .take(n / 2),
+            );
         }
         let golds: Vec<String> = pick.iter().map(|t| gold_completion(t)).collect();
-        let items: Vec<(&Task, &str)> = pick.iter().zip(&golds).map(|(t, g)| (*t, g.as_str())).collect();
+        let items: Vec<(&Task, &str)> = pick
+            .iter()
+            .zip(&golds)
+            .map(|(t, g)| (*t, g.as_str()))
+            .collect();
         let start = Instant::now();
         let grades = grader.grade_batch(&items);
         let secs = start.elapsed().as_secs_f64();
-        assert!(grades.iter().all(|g| g.reward == 1.0), "{skill}: gold did not score 1");
+        assert!(
+            grades.iter().all(|g| g.reward == 1.0),
+            "{skill}: gold did not score 1"
+        );
         let runs = grades.iter().map(|g| g.timings.runs as f64).sum::<f64>() / grades.len() as f64;
         let ms = grades.iter().map(|g| g.timings.total_ms).sum::<f64>() / grades.len() as f64;
-        println!("| {skill} | {} | {secs:.2} | {:.1} | {runs:.1} | {ms:.0} |", items.len(), items.len() as f64 / secs);
+        println!(
+            "| {skill} | {} | {secs:.2} | {:.1} | {runs:.1} | {ms:.0} |",
+            items.len(),
+            items.len() as f64 / secs
+        );
     }
     Ok(())
 }
@@ -110,7 +170,13 @@ fn walkdir_count(p: &Path) -> usize {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.flatten()
-                .map(|e| if e.file_type().map(|t| t.is_dir()).unwrap_or(false) { walkdir_count(&e.path()) } else { 1 })
+                .map(|e| {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        walkdir_count(&e.path())
+                    } else {
+                        1
+                    }
+                })
                 .sum()
         })
         .unwrap_or(0)

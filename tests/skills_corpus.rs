@@ -17,8 +17,21 @@ fn wrong_answers(task: &Task, thorough: bool) -> Vec<String> {
         Skill::Localize => "some/other_module.py\n".into(),
         Skill::Edit => {
             // A no-op edit: the bug stays, the tests keep failing.
-            let line = task.context.as_ref().and_then(|c| c.snippets.first()).and_then(|s| s.text.lines().find(|l| !l.trim().is_empty()).map(str::to_string)).unwrap_or_default();
-            format!("{}\n<<<<<<< SEARCH\n{line}\n=======\n{line}\n>>>>>>> REPLACE\n", task.gold_files()[0])
+            let line = task
+                .context
+                .as_ref()
+                .and_then(|c| c.snippets.first())
+                .and_then(|s| {
+                    s.text
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            format!(
+                "{}\n<<<<<<< SEARCH\n{line}\n=======\n{line}\n>>>>>>> REPLACE\n",
+                task.gold_files()[0]
+            )
         }
         Skill::Testgen => "```python\ndef test_nothing():\n    assert True\n```\n".into(),
         Skill::Reproduce => "```python\nprint('all good')\n```\n".into(),
@@ -31,7 +44,9 @@ fn wrong_answers(task: &Task, thorough: bool) -> Vec<String> {
 }
 
 fn check(tasks: &[Task], thorough: bool) {
-    let Some(grader) = grader_for("corpus", tasks, GraderConfig::default()) else { return };
+    let Some(grader) = grader_for("corpus", tasks, GraderConfig::default()) else {
+        return;
+    };
     grader.prepare(tasks).expect("sources unpack");
     let mut items: Vec<(&Task, String, f32)> = Vec::new();
     for t in tasks {
@@ -46,11 +61,29 @@ fn check(tasks: &[Task], thorough: bool) {
     let mut failures = Vec::new();
     for ((t, c, want), g) in items.iter().zip(&grades) {
         if g.reward != *want {
-            failures.push(format!("{} ({}): want {want}, got {} [{}: {}] for {:?}", t.instance_id, t.skill, g.reward, g.reason, g.detail, &c[..c.len().min(200)]));
+            failures.push(format!(
+                "{} ({}): want {want}, got {} [{}: {}] for {:?}",
+                t.instance_id,
+                t.skill,
+                g.reward,
+                g.reason,
+                g.detail,
+                &c[..c.len().min(200)]
+            ));
         }
     }
-    eprintln!("graded {} completions of {} instances in {:.1}s", items.len(), tasks.len(), start.elapsed().as_secs_f64());
-    assert!(failures.is_empty(), "{} wrong grades:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "graded {} completions of {} instances in {:.1}s",
+        items.len(),
+        tasks.len(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} wrong grades:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -71,19 +104,36 @@ fn corpus_full_gold_scores_one_and_wrong_scores_zero() {
 #[test]
 fn corpus_has_every_skill_from_at_least_four_packages_split_by_package() {
     let all = corpus();
-    let mut packages = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    let mut packages =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
     for t in &all {
-        packages.entry(t.repo.clone()).or_default().insert(t.split.clone().unwrap_or_default());
+        packages
+            .entry(t.repo.clone())
+            .or_default()
+            .insert(t.split.clone().unwrap_or_default());
     }
     assert!(packages.len() >= 4, "packages: {packages:?}");
-    assert!(packages.values().all(|s| s.len() == 1), "a package in both splits: {packages:?}");
+    assert!(
+        packages.values().all(|s| s.len() == 1),
+        "a package in both splits: {packages:?}"
+    );
     for skill in Skill::ALL {
-        assert!(all.iter().filter(|t| t.skill == skill).count() >= 20, "{skill}");
+        assert!(
+            all.iter().filter(|t| t.skill == skill).count() >= 20,
+            "{skill}"
+        );
     }
     assert!(all.iter().any(|t| t.tier == atomrl::skills::Tier::Easy));
-    let reviews: Vec<Verdict> = all.iter().filter_map(|t| t.review.as_ref().map(|r| r.label)).collect();
+    let reviews: Vec<Verdict> = all
+        .iter()
+        .filter_map(|t| t.review.as_ref().map(|r| r.label))
+        .collect();
     let correct = reviews.iter().filter(|v| **v == Verdict::Correct).count();
-    assert!(correct * 4 >= reviews.len() && correct * 4 <= reviews.len() * 3, "{correct} of {} correct", reviews.len());
+    assert!(
+        correct * 4 >= reviews.len() && correct * 4 <= reviews.len() * 3,
+        "{correct} of {} correct",
+        reviews.len()
+    );
 }
 
 #[test]

@@ -19,7 +19,12 @@ fn pass_at_k_matches_the_unbiased_estimator() {
 #[test]
 fn eval_grades_completions_and_prints_one_json_line_each_and_a_summary() {
     let all = corpus();
-    let tasks: Vec<_> = all.iter().filter(|t| matches!(t.skill, Skill::Localize | Skill::Review)).take(4).cloned().collect();
+    let tasks: Vec<_> = all
+        .iter()
+        .filter(|t| matches!(t.skill, Skill::Localize | Skill::Review))
+        .take(4)
+        .cloned()
+        .collect();
     if atomrl::sandbox::Sandbox::new(Default::default()).is_err() {
         eprintln!("SKIPPED eval: bwrap cannot run here");
         return;
@@ -29,8 +34,13 @@ fn eval_grades_completions_and_prints_one_json_line_each_and_a_summary() {
     atomrl::skills::write_tasks(&tasks_path, &tasks).unwrap();
     let mut lines = Vec::new();
     for t in &tasks {
-        lines.push(serde_json::json!({"instance_id": t.instance_id, "completion": gold_completion(t)}).to_string());
-        lines.push(serde_json::json!({"instance_id": t.instance_id, "completion": "no idea"}).to_string());
+        lines.push(
+            serde_json::json!({"instance_id": t.instance_id, "completion": gold_completion(t)})
+                .to_string(),
+        );
+        lines.push(
+            serde_json::json!({"instance_id": t.instance_id, "completion": "no idea"}).to_string(),
+        );
     }
     lines.push("{broken".into());
     lines.push(serde_json::json!({"instance_id": "nope", "completion": ""}).to_string());
@@ -48,8 +58,14 @@ fn eval_grades_completions_and_prints_one_json_line_each_and_a_summary() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("line 9") && stderr.contains("not in"), "{stderr}");
-    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        stderr.contains("line 9") && stderr.contains("not in"),
+        "{stderr}"
+    );
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 2 * tasks.len() + 1);
     for pair in rows[..rows.len() - 1].chunks(2) {
         assert_eq!(pair[0]["reward"], 1.0, "{pair:?}");
@@ -65,7 +81,14 @@ fn eval_grades_completions_and_prints_one_json_line_each_and_a_summary() {
     }
 
     // The table form.
-    let out = Command::new(env!("CARGO_BIN_EXE_atomrl")).args(["eval", "--gold", "--tasks"]).arg(&tasks_path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_atomrl"))
+        .args(["eval", "--gold", "--tasks"])
+        .arg(&tasks_path)
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("pass@k") && table.contains("1.000"), "{table}");
+    assert!(
+        table.contains("pass@k") && table.contains("1.000"),
+        "{table}"
+    );
 }

@@ -1,6 +1,8 @@
 //! `atomrl eval`: grade given completions (or the gold answers) and print per-skill results.
 
-use crate::skills::{gold_completion, load_tasks, BadLine, Grade, Grader, GraderConfig, Skill, Task};
+use crate::skills::{
+    gold_completion, load_tasks, BadLine, Grade, Grader, GraderConfig, Skill, Task,
+};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
@@ -95,9 +97,17 @@ pub fn summarize(per_instance: &BTreeMap<Skill, Vec<Vec<f32>>>) -> BTreeMap<Skil
         let all: Vec<f32> = groups.iter().flat_map(|g| g.iter().copied()).collect();
         let n_inst = groups.len() as f64;
         let pass = |kk: usize| {
-            groups.iter().map(|g| pass_at_k(g.len(), g.iter().filter(|r| **r >= 1.0).count(), kk)).sum::<f64>() / n_inst
+            groups
+                .iter()
+                .map(|g| pass_at_k(g.len(), g.iter().filter(|r| **r >= 1.0).count(), kk))
+                .sum::<f64>()
+                / n_inst
         };
-        let avg_at_k = groups.iter().map(|g| g[..k].iter().map(|r| *r as f64).sum::<f64>() / k as f64).sum::<f64>() / n_inst;
+        let avg_at_k = groups
+            .iter()
+            .map(|g| g[..k].iter().map(|r| *r as f64).sum::<f64>() / k as f64)
+            .sum::<f64>()
+            / n_inst;
         out.insert(
             *skill,
             SkillSummary {
@@ -131,8 +141,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else if let Some(model) = &args.model {
         items = model_completions(&args, model, &tasks)?;
     } else {
-        let path = args.completions.as_ref().context("--completions is required")?;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let path = args
+            .completions
+            .as_ref()
+            .context("--completions is required")?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut bad = Vec::new();
         let mut unknown = 0;
         for (i, line) in text.lines().enumerate() {
@@ -148,13 +162,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
             }
         }
         if !bad.is_empty() && args.strict {
-            bail!("{}: {} malformed line(s): {}", path.display(), bad.len(), bad.join("; "));
+            bail!(
+                "{}: {} malformed line(s): {}",
+                path.display(),
+                bad.len(),
+                bad.join("; ")
+            );
         }
         for b in &bad {
             eprintln!("warning: {}: {b} (skipped)", path.display());
         }
         if unknown > 0 {
-            eprintln!("warning: {unknown} completion(s) for instances not in {} (skipped)", args.tasks.display());
+            eprintln!(
+                "warning: {unknown} completion(s) for instances not in {} (skipped)",
+                args.tasks.display()
+            );
         }
     }
 
@@ -166,7 +188,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let grader = Grader::new(cfg)?;
     let used: Vec<Task> = {
         let mut seen = std::collections::HashSet::new();
-        items.iter().filter(|(t, _)| seen.insert(t.instance_id.clone())).map(|(t, _)| (*t).clone()).collect()
+        items
+            .iter()
+            .filter(|(t, _)| seen.insert(t.instance_id.clone()))
+            .map(|(t, _)| (*t).clone())
+            .collect()
     };
     grader.prepare(&used)?;
     let refs: Vec<(&Task, &str)> = items.iter().map(|(t, c)| (*t, c.as_str())).collect();
@@ -179,7 +205,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
             infra += 1;
             eprintln!("error: {}: {}", task.instance_id, g.detail);
         }
-        per_instance.entry(task.skill).or_default().entry(task.instance_id.as_str()).or_default().push(g.reward);
+        per_instance
+            .entry(task.skill)
+            .or_default()
+            .entry(task.instance_id.as_str())
+            .or_default()
+            .push(g.reward);
         if args.json {
             let line = serde_json::json!({
                 "instance_id": task.instance_id,
@@ -193,18 +224,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
             println!("{line}");
         }
     }
-    let groups: BTreeMap<Skill, Vec<Vec<f32>>> =
-        per_instance.into_iter().map(|(s, m)| (s, m.into_values().collect())).collect();
+    let groups: BTreeMap<Skill, Vec<Vec<f32>>> = per_instance
+        .into_iter()
+        .map(|(s, m)| (s, m.into_values().collect()))
+        .collect();
     let summary = summarize(&groups);
     if args.json {
-        let s: BTreeMap<String, &SkillSummary> = summary.iter().map(|(k, v)| (k.to_string(), v)).collect();
-        println!("{}", serde_json::json!({ "summary": s, "graded": grades.len(), "infra_errors": infra }));
+        let s: BTreeMap<String, &SkillSummary> =
+            summary.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "summary": s, "graded": grades.len(), "infra_errors": infra })
+        );
     } else {
-        println!("{:<10} {:>9} {:>11} {:>11} {:>3} {:>8} {:>8} {:>8}", "skill", "instances", "completions", "mean", "k", "pass@1", "pass@k", "avg@k");
+        println!(
+            "{:<10} {:>9} {:>11} {:>11} {:>3} {:>8} {:>8} {:>8}",
+            "skill", "instances", "completions", "mean", "k", "pass@1", "pass@k", "avg@k"
+        );
         for (skill, s) in &summary {
             println!(
                 "{:<10} {:>9} {:>11} {:>11.3} {:>3} {:>8.3} {:>8.3} {:>8.3}",
-                skill.to_string(), s.instances, s.completions, s.mean_reward, s.k, s.pass_at_1, s.pass_at_k, s.avg_at_k
+                skill.to_string(),
+                s.instances,
+                s.completions,
+                s.mean_reward,
+                s.k,
+                s.pass_at_1,
+                s.pass_at_k,
+                s.avg_at_k
             );
         }
     }

@@ -35,7 +35,11 @@ pub fn run(args: SynthArgs) -> Result<()> {
     if !args.packages.is_empty() {
         specs.retain(|s| args.packages.contains(&s.name));
         if specs.is_empty() {
-            bail!("none of {:?} is in {}", args.packages, args.sources.display());
+            bail!(
+                "none of {:?} is in {}",
+                args.packages,
+                args.sources.display()
+            );
         }
     }
     let mut gcfg = GraderConfig::default();
@@ -44,9 +48,22 @@ pub fn run(args: SynthArgs) -> Result<()> {
     }
     let workers = gcfg.workers;
     let grader = Grader::new(gcfg)?;
-    let cfg = SynthConfig { seed: args.seed, max_mutants: args.max_mutants, max_candidates: args.max_candidates, workers, ..SynthConfig::default() };
+    let cfg = SynthConfig {
+        seed: args.seed,
+        max_mutants: args.max_mutants,
+        max_candidates: args.max_candidates,
+        workers,
+        ..SynthConfig::default()
+    };
     let start = std::time::Instant::now();
-    let tasks = synth_all(&grader, &specs, &cfg, &args.out, &|line| eprintln!("{line}"))?;
-    eprintln!("{} instances written to {} in {:.0}s", tasks.len(), args.out.display(), start.elapsed().as_secs_f64());
+    let tasks = synth_all(&grader, &specs, &cfg, &args.out, &|line| {
+        eprintln!("{line}")
+    })?;
+    eprintln!(
+        "{} instances written to {} in {:.0}s",
+        tasks.len(),
+        args.out.display(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -194,7 +194,11 @@ impl Sandbox {
     /// Checks that bwrap can create its namespaces here; fails with how to fix it otherwise.
     pub fn new(cfg: SandboxConfig) -> Result<Sandbox> {
         let is_root = unsafe { libc::geteuid() } == 0;
-        let mut sb = Sandbox { cfg, mode: Mode::Bwrap, is_root };
+        let mut sb = Sandbox {
+            cfg,
+            mode: Mode::Bwrap,
+            is_root,
+        };
         match sb.probe() {
             Ok(()) => Ok(sb),
             Err(err) if sb.cfg.allow_unsandboxed => {
@@ -238,11 +242,24 @@ impl Sandbox {
     fn probe(&self) -> Result<()> {
         let dir = tempfile::tempdir().context("creating a probe workspace")?;
         let argv = vec!["true".to_string()];
-        let limits = Limits { time_s: 20.0, ..Limits::default() };
-        let job = Job { workspace: dir.path(), argv: &argv, env: &[], mounts: &[], limits: &limits };
+        let limits = Limits {
+            time_s: 20.0,
+            ..Limits::default()
+        };
+        let job = Job {
+            workspace: dir.path(),
+            argv: &argv,
+            env: &[],
+            mounts: &[],
+            limits: &limits,
+        };
         let out = self.run(&job)?;
         if !out.success() {
-            bail!("`bwrap ... true` failed ({:?}): {}", out.exit, out.stderr.trim());
+            bail!(
+                "`bwrap ... true` failed ({:?}): {}",
+                out.exit,
+                out.stderr.trim()
+            );
         }
         Ok(())
     }
@@ -252,7 +269,11 @@ impl Sandbox {
     pub fn run(&self, job: &Job) -> Result<RunOutput> {
         let slot = Slot::take();
         let uid = self.cfg.uid_base + slot.0 as u32;
-        let drop_to = if self.is_root && self.mode == Mode::Bwrap { Some(uid) } else { None };
+        let drop_to = if self.is_root && self.mode == Mode::Bwrap {
+            Some(uid)
+        } else {
+            None
+        };
         if let Some(uid) = drop_to {
             chown_tree(job.workspace, uid).context("handing the workspace to the sandbox uid")?;
             for m in job.mounts.iter().filter(|m| m.writable) {
@@ -282,7 +303,9 @@ impl Sandbox {
             cmd.pre_exec(move || apply_limits(&limits, drop_to));
         }
         let start = Instant::now();
-        let mut child = cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
         let pgid = child.id() as i32;
         let cap = job.limits.output_bytes;
         let out_reader = spawn_capped_reader(child.stdout.take(), cap);
@@ -302,8 +325,10 @@ impl Sandbox {
         let timed_out = killer.join().unwrap_or(false);
         // Anything left in the group (only possible unsandboxed) goes too.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let (stdout, t1) = out_reader.join().unwrap_or_default();
-        let (stderr, t2) = err_reader.join().unwrap_or_default();
+        // A process that escaped the group (possible only unsandboxed) may hold the pipes open:
+        // take what was read by then and leave its reader behind.
+        let (stdout, t1) = out_reader.finish(Duration::from_secs(2));
+        let (stderr, t2) = err_reader.finish(Duration::from_secs(2));
         let elapsed = start.elapsed();
         use std::os::unix::process::ExitStatusExt;
         let exit = if timed_out {
@@ -314,12 +339,24 @@ impl Sandbox {
             Exit::Signal(status.signal().unwrap_or(0))
         };
         drop(slot);
-        Ok(RunOutput { exit, stdout, stderr, truncated: t1 || t2, wall: elapsed })
+        Ok(RunOutput {
+            exit,
+            stdout,
+            stderr,
+            truncated: t1 || t2,
+            wall: elapsed,
+        })
     }
 
     fn bwrap_command(&self, job: &Job) -> Command {
         let mut c = Command::new(&self.cfg.bwrap);
-        c.args(["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
+        c.args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+        ]);
         c.args(["--hostname", "sandbox"]);
         for p in SYSTEM_RO {
             c.args(["--ro-bind-try", p, p]);
@@ -339,7 +376,10 @@ impl Sandbox {
 /// Runs between fork and exec: async-signal-safe calls only.
 fn apply_limits(l: &Limits, drop_to: Option<u32>) -> std::io::Result<()> {
     fn set(res: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
-        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
         if unsafe { libc::setrlimit(res, &lim) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -368,30 +408,47 @@ fn apply_limits(l: &Limits, drop_to: Option<u32>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn spawn_capped_reader<R: Read + Send + 'static>(
-    pipe: Option<R>,
-    cap: usize,
-) -> std::thread::JoinHandle<(String, bool)> {
+/// Output read so far from one pipe, and whether the reader is done.
+struct CappedReader {
+    buf: std::sync::Arc<Mutex<(Vec<u8>, bool)>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl CappedReader {
+    fn finish(self, grace: Duration) -> (String, bool) {
+        let _ = self.done.recv_timeout(grace);
+        let guard = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        (String::from_utf8_lossy(&guard.0).into_owned(), guard.1)
+    }
+}
+
+fn spawn_capped_reader<R: Read + Send + 'static>(pipe: Option<R>, cap: usize) -> CappedReader {
+    let buf = std::sync::Arc::new(Mutex::new((Vec::new(), false)));
+    let (tx, done) = std::sync::mpsc::channel();
+    let shared = buf.clone();
     std::thread::spawn(move || {
-        let Some(mut pipe) = pipe else { return (String::new(), false) };
-        let mut buf = Vec::new();
+        let Some(mut pipe) = pipe else {
+            let _ = tx.send(());
+            return;
+        };
         let mut chunk = [0u8; 16 * 1024];
-        let mut truncated = false;
         loop {
             match pipe.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let room = cap.saturating_sub(buf.len());
-                    buf.extend_from_slice(&chunk[..n.min(room)]);
+                    let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = cap.saturating_sub(g.0.len());
+                    g.0.extend_from_slice(&chunk[..n.min(room)]);
                     if n > room {
-                        truncated = true;
+                        g.1 = true;
                         break; // dropping the pipe makes further writes fail
                     }
                 }
             }
         }
-        (String::from_utf8_lossy(&buf).into_owned(), truncated)
-    })
+        let _ = tx.send(());
+    });
+    CappedReader { buf, done }
 }
 
 fn chown_tree(root: &Path, uid: u32) -> Result<()> {
@@ -399,7 +456,8 @@ fn chown_tree(root: &Path, uid: u32) -> Result<()> {
     fn one(p: &Path, uid: u32) -> Result<()> {
         let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
         if unsafe { libc::lchown(c.as_ptr(), uid, uid) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("chown {}", p.display()));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("chown {}", p.display()));
         }
         Ok(())
     }

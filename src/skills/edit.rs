@@ -8,14 +8,22 @@ use super::task::Task;
 use super::{clip, is_test_path, snippets_block, ChatMessage, Outcome, Reason};
 use anyhow::Result;
 
-const SYSTEM: &str = "You fix bugs in Python code. Answer with one or more search/replace blocks and \
+const SYSTEM: &str =
+    "You fix bugs in Python code. Answer with one or more search/replace blocks and \
 nothing else. Each block is the file path on its own line, then\n<<<<<<< SEARCH\n(lines copied \
 exactly from the file)\n=======\n(the new lines)\n>>>>>>> REPLACE\nKeep SEARCH short: just the \
 lines that change, plus a line around them if needed to be unique. Do not edit tests.";
 
 pub fn prompt(task: &Task) -> Vec<ChatMessage> {
-    let instruction = task.edit_instruction.clone().unwrap_or_else(|| task.problem_statement.clone());
-    let location = if task.gold_locations.is_empty() { String::new() } else { format!("Location: {}\n", task.gold_locations.join(", ")) };
+    let instruction = task
+        .edit_instruction
+        .clone()
+        .unwrap_or_else(|| task.problem_statement.clone());
+    let location = if task.gold_locations.is_empty() {
+        String::new()
+    } else {
+        format!("Location: {}\n", task.gold_locations.join(", "))
+    };
     let user = format!(
         "{location}Instruction: {}\n\n{}\nAnswer with search/replace blocks:\npath/to/file.py\n<<<<<<< SEARCH\nold lines\n=======\nnew lines\n>>>>>>> REPLACE",
         clip(instruction.trim(), 1500),
@@ -28,10 +36,25 @@ pub fn prompt(task: &Task) -> Vec<ChatMessage> {
 pub fn gold(task: &Task) -> String {
     let mut out = String::new();
     for e in parse_unified_diff(&task.patch) {
-        let FileEdit::Diff { new_path: Some(path), hunks, .. } = &e else { return fenced_diff(task) };
+        let FileEdit::Diff {
+            new_path: Some(path),
+            hunks,
+            ..
+        } = &e
+        else {
+            return fenced_diff(task);
+        };
         for h in hunks {
-            let first = h.lines.iter().position(|l| !matches!(l, HunkLine::Context(_))).unwrap_or(0);
-            let last = h.lines.iter().rposition(|l| !matches!(l, HunkLine::Context(_))).unwrap_or(0);
+            let first = h
+                .lines
+                .iter()
+                .position(|l| !matches!(l, HunkLine::Context(_)))
+                .unwrap_or(0);
+            let last = h
+                .lines
+                .iter()
+                .rposition(|l| !matches!(l, HunkLine::Context(_)))
+                .unwrap_or(0);
             let lo = first.saturating_sub(1);
             let hi = (last + 1).min(h.lines.len() - 1);
             let (mut search, mut replace) = (String::new(), String::new());
@@ -48,7 +71,9 @@ pub fn gold(task: &Task) -> String {
             if search.trim().is_empty() {
                 return fenced_diff(task);
             }
-            out.push_str(&format!("{path}\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n"));
+            out.push_str(&format!(
+                "{path}\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n"
+            ));
         }
     }
     if out.is_empty() {
@@ -75,10 +100,20 @@ pub fn parse_answer(completion: &str, task: &Task) -> Option<Vec<FileEdit>> {
 pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
     let task = g.task;
     let Some(edits) = parse_answer(completion, task) else {
-        return Ok(Outcome::fail(Reason::Format, "no search/replace block or unified diff found"));
+        return Ok(Outcome::fail(
+            Reason::Format,
+            "no search/replace block or unified diff found",
+        ));
     };
-    if let Some(t) = edits.iter().map(|e| e.path()).find(|p| is_test_path(p, task)) {
-        return Ok(Outcome::fail(Reason::TouchesTests, format!("the patch edits {t}")));
+    if let Some(t) = edits
+        .iter()
+        .map(|e| e.path())
+        .find(|p| is_test_path(p, task))
+    {
+        return Ok(Outcome::fail(
+            Reason::TouchesTests,
+            format!("the patch edits {t}"),
+        ));
     }
     let ws = g.workspace(Variant::Buggy)?;
     if let Err(e) = apply_edits(&ws.path, &edits, g.grader.config().fuzz) {
@@ -90,16 +125,25 @@ pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
         return Ok(o);
     }
     if !report.complete {
-        return Ok(Outcome::fail(Reason::Crash, format!("no test report: {}", clip(out.stderr.trim(), 300))));
+        return Ok(Outcome::fail(
+            Reason::Crash,
+            format!("no test report: {}", clip(out.stderr.trim(), 300)),
+        ));
     }
     let f2p_ok = task.FAIL_TO_PASS.iter().all(|id| report.passed(id));
     let p2p_ok = task.PASS_TO_PASS.iter().all(|id| {
-        matches!(report.outcomes.get(id).map(String::as_str), Some("passed" | "xfailed" | "skipped"))
+        matches!(
+            report.outcomes.get(id).map(String::as_str),
+            Some("passed" | "xfailed" | "skipped")
+        )
     });
     if f2p_ok && p2p_ok {
         Ok(Outcome::pass())
     } else {
         let bad: Vec<&String> = ids.iter().filter(|id| !report.passed(id)).take(3).collect();
-        Ok(Outcome::fail(Reason::TestsFailed, format!("not passing: {bad:?}")))
+        Ok(Outcome::fail(
+            Reason::TestsFailed,
+            format!("not passing: {bad:?}"),
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! The grader: source cache, fresh workspaces, test and script runs in the sandbox, and a pool
 //! of workers for batches.
 
-use super::patch::{apply_edits, parse_unified_diff};
+use super::patch::{apply_edits, parse_unified_diff, FileEdit, HunkLine};
 use super::task::{Skill, Source, Task};
 use super::{Outcome, Reason};
 use crate::sandbox::{copy_tree, Exit, Job, Limits, Mount, RunOutput, Sandbox, SandboxConfig};
@@ -51,7 +51,11 @@ pub fn default_cache_dir() -> PathBuf {
 
 impl Default for GraderConfig {
     fn default() -> Self {
-        let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let python = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
         GraderConfig {
             cache_dir: default_cache_dir(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -128,10 +132,16 @@ pub struct TestReport {
 
 impl TestReport {
     pub fn passed(&self, id: &str) -> bool {
-        matches!(self.outcomes.get(id).map(String::as_str), Some("passed" | "xfailed"))
+        matches!(
+            self.outcomes.get(id).map(String::as_str),
+            Some("passed" | "xfailed")
+        )
     }
     pub fn failed(&self, id: &str) -> bool {
-        matches!(self.outcomes.get(id).map(String::as_str), Some("failed" | "error"))
+        matches!(
+            self.outcomes.get(id).map(String::as_str),
+            Some("failed" | "error")
+        )
     }
 }
 
@@ -147,6 +157,9 @@ struct RawReport {
     calls: HashMap<String, Vec<String>>,
 }
 
+/// A source unpacked at most once per grader; the error is kept as text so it can be cloned.
+type UnpackOnce = OnceLock<std::result::Result<PathBuf, String>>;
+
 pub struct Grader {
     cfg: GraderConfig,
     sandbox: Sandbox,
@@ -154,7 +167,7 @@ pub struct Grader {
     runtime: tempfile::TempDir,
     harness: PathBuf,
     pydeps: PathBuf,
-    trees: Mutex<HashMap<Source, Arc<OnceLock<std::result::Result<PathBuf, String>>>>>,
+    trees: Mutex<HashMap<Source, Arc<UnpackOnce>>>,
     counter: AtomicU64,
 }
 
@@ -166,7 +179,9 @@ impl Grader {
             .num_threads(cfg.workers.max(1))
             .thread_name(|i| format!("grader-{i}"))
             .build()?;
-        let runtime = tempfile::Builder::new().prefix("atomrl-grader-").tempdir()?;
+        let runtime = tempfile::Builder::new()
+            .prefix("atomrl-grader-")
+            .tempdir()?;
         set_mode(runtime.path(), 0o755)?;
         let harness = runtime.path().join("harness");
         std::fs::create_dir_all(&harness)?;
@@ -218,12 +233,18 @@ impl Grader {
             if let Some(env) = &t.env {
                 needs_pytest |= matches!(t.skill, Skill::Edit | Skill::Testgen);
                 if seen.insert(env.source.clone()) {
-                    self.pristine(&env.source).with_context(|| format!("sources for {}", t.instance_id))?;
+                    self.pristine(&env.source)
+                        .with_context(|| format!("sources for {}", t.instance_id))?;
                 }
             }
         }
-        if needs_pytest && !self.pydeps.join("pytest").is_dir() && !self.pydeps.join("_pytest").is_dir() {
-            let probe = std::process::Command::new(&self.cfg.python).args(["-c", "import pytest"]).output();
+        if needs_pytest
+            && !self.pydeps.join("pytest").is_dir()
+            && !self.pydeps.join("_pytest").is_dir()
+        {
+            let probe = std::process::Command::new(&self.cfg.python)
+                .args(["-c", "import pytest"])
+                .output();
             if !probe.is_ok_and(|o| o.status.success()) {
                 bail!(
                     "pytest is not installed for the sandbox: run scripts/install-sandbox-deps.sh \
@@ -252,14 +273,23 @@ impl Grader {
 
     /// Grades many completions on the worker pool; results are in input order.
     pub fn grade_batch(&self, items: &[(&Task, &str)]) -> Vec<Grade> {
-        self.pool.install(|| items.par_iter().map(|(t, c)| self.grade_here(t, c)).collect())
+        self.pool.install(|| {
+            items
+                .par_iter()
+                .map(|(t, c)| self.grade_here(t, c))
+                .collect()
+        })
     }
 
     fn grade_here(&self, task: &Task, completion: &str) -> Grade {
         let start = Instant::now();
         let mut timings = Timings::default();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut g = Grading { grader: self, task, timings: &mut timings };
+            let mut g = Grading {
+                grader: self,
+                task,
+                timings: &mut timings,
+            };
             match task.skill {
                 Skill::Localize => Ok(super::localize::grade(task, completion)),
                 Skill::Review => Ok(super::review::grade(task, completion)),
@@ -290,15 +320,53 @@ impl Grader {
         }
     }
 
+    /// Adds the functions the gold patch changes (`path:qualname`) to `gold_locations`, read from
+    /// the buggy tree; `load_tasks` can only derive the files. Tasks that already name functions,
+    /// or have no env, are left alone.
+    pub fn derive_gold_functions(&self, task: &mut Task) -> Result<()> {
+        if task.env.is_none() || task.patch.is_empty() || !task.gold_functions().is_empty() {
+            return Ok(());
+        }
+        let ws = self.workspace(task, Variant::Buggy)?;
+        for edit in parse_unified_diff(&task.patch) {
+            let FileEdit::Diff { old_path: Some(path), hunks, .. } = edit else { continue };
+            let Ok(text) = std::fs::read_to_string(ws.path.join(&path)) else { continue };
+            let funcs = super::pysrc::functions(&text);
+            for h in &hunks {
+                let mut line = h.old_start.max(1);
+                for l in &h.lines {
+                    let changed = match l {
+                        HunkLine::Context(_) => false,
+                        HunkLine::Remove(_) | HunkLine::Add(_) => true,
+                    };
+                    if changed {
+                        if let Some(f) = super::pysrc::location_at_line(&funcs, line) {
+                            let loc = format!("{path}:{}", f.qualname);
+                            if !task.gold_locations.contains(&loc) {
+                                task.gold_locations.push(loc);
+                            }
+                        }
+                    }
+                    if !matches!(l, HunkLine::Add(_)) {
+                        line += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The unpacked, unmodified source tree.
     pub fn pristine(&self, source: &Source) -> Result<PathBuf> {
         let cell = {
             let mut map = self.trees.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(source.clone()).or_default().clone()
         };
-        cell.get_or_init(|| unpack_source(&self.cfg.cache_dir, source).map_err(|e| format!("{e:#}")))
-            .clone()
-            .map_err(|e| anyhow!(e))
+        cell.get_or_init(|| {
+            unpack_source(&self.cfg.cache_dir, source).map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
     }
 
     /// A fresh workspace with the given variant of the task's code.
@@ -306,9 +374,14 @@ impl Grader {
         let env = task.env.as_ref().context("task has no env")?;
         let src = self.pristine(&env.source)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let ws = Workspace { path: self.runtime.path().join(format!("ws{n}")) };
+        let ws = Workspace {
+            path: self.runtime.path().join(format!("ws{n}")),
+        };
         copy_tree(&src, &ws.path)?;
-        for (name, diff) in [("bug_patch", &task.bug_patch), ("test_patch", &task.test_patch)] {
+        for (name, diff) in [
+            ("bug_patch", &task.bug_patch),
+            ("test_patch", &task.test_patch),
+        ] {
             if !diff.trim().is_empty() {
                 apply_edits(&ws.path, &parse_unified_diff(diff), self.cfg.fuzz)
                     .map_err(|e| anyhow!("{}: {name} does not apply: {e}", task.instance_id))?;
@@ -322,7 +395,12 @@ impl Grader {
     }
 
     fn limits(&self, task: &Task) -> Limits {
-        self.cfg.limits.clone().unwrap_or_else(|| task.env.as_ref().map(|e| e.limits.clone()).unwrap_or_default())
+        self.cfg.limits.clone().unwrap_or_else(|| {
+            task.env
+                .as_ref()
+                .map(|e| e.limits.clone())
+                .unwrap_or_default()
+        })
     }
 
     fn env_vars(&self, task: &Task, ws: &Path, limits: &Limits) -> Vec<(String, String)> {
@@ -346,17 +424,33 @@ impl Grader {
     }
 
     fn mount_path(&self, host: &Path, dest: &str) -> String {
-        let m = Mount { host: host.to_path_buf(), dest: dest.into(), writable: false };
+        let m = Mount {
+            host: host.to_path_buf(),
+            dest: dest.into(),
+            writable: false,
+        };
         self.sandbox.path_in(&m).display().to_string()
     }
 
     fn mounts(&self, report: Option<&Path>) -> Vec<Mount> {
         let mut m = vec![
-            Mount { host: self.harness.clone(), dest: HARNESS_DIR.into(), writable: false },
-            Mount { host: self.pydeps.clone(), dest: PYDEPS_DIR.into(), writable: false },
+            Mount {
+                host: self.harness.clone(),
+                dest: HARNESS_DIR.into(),
+                writable: false,
+            },
+            Mount {
+                host: self.pydeps.clone(),
+                dest: PYDEPS_DIR.into(),
+                writable: false,
+            },
         ];
         if let Some(r) = report {
-            m.push(Mount { host: r.to_path_buf(), dest: REPORT_DIR.into(), writable: true });
+            m.push(Mount {
+                host: r.to_path_buf(),
+                dest: REPORT_DIR.into(),
+                writable: true,
+            });
         }
         m
     }
@@ -375,7 +469,9 @@ impl Grader {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let report_dir = self.runtime.path().join(format!("report{n}"));
         std::fs::create_dir_all(&report_dir)?;
-        let _cleanup = Workspace { path: report_dir.clone() };
+        let _cleanup = Workspace {
+            path: report_dir.clone(),
+        };
         let report_in = self.mount_path(&report_dir, REPORT_DIR);
         let nonce = nonce();
         let mut env = self.env_vars(task, &ws.path, &limits);
@@ -383,7 +479,10 @@ impl Grader {
         env.push(("ATOMRL_REPORT".into(), format!("{report_in}/report.jsonl")));
         let ws_in = self.sandbox.workspace_in(&ws.path);
         if let Some(root) = trace_root {
-            env.push(("ATOMRL_TRACE_ROOT".into(), ws_in.join(root).display().to_string()));
+            env.push((
+                "ATOMRL_TRACE_ROOT".into(),
+                ws_in.join(root).display().to_string(),
+            ));
         }
         let mut argv: Vec<String> = match task.env.as_ref().and_then(|e| e.test_cmd.clone()) {
             Some(cmd) if !cmd.is_empty() => cmd,
@@ -393,8 +492,17 @@ impl Grader {
             argv[0] = self.cfg.python.clone();
         }
         argv.extend(
-            ["-p", "no:cacheprovider", "-p", "atomrl_harness", "-o", "addopts=", "-W", "ignore::DeprecationWarning"]
-                .map(String::from),
+            [
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "atomrl_harness",
+                "-o",
+                "addopts=",
+                "-W",
+                "ignore::DeprecationWarning",
+            ]
+            .map(String::from),
         );
         argv.push(format!("--rootdir={}", ws_in.display()));
         argv.extend(ids.iter().cloned());
@@ -411,7 +519,12 @@ impl Grader {
                             collect_errors: raw
                                 .collect_errors
                                 .iter()
-                                .map(|v| v.get("nodeid").and_then(|s| s.as_str()).unwrap_or("").to_string())
+                                .map(|v| {
+                                    v.get("nodeid")
+                                        .and_then(|s| s.as_str())
+                                        .unwrap_or("")
+                                        .to_string()
+                                })
                                 .collect(),
                             calls: raw.calls,
                             complete: true,
@@ -424,11 +537,23 @@ impl Grader {
     }
 
     /// Runs a standalone script (a path relative to the workspace) with the harness runner.
-    pub(crate) fn run_script(&self, task: &Task, ws: &Workspace, script: &str, timings: &mut Timings) -> Result<RunOutput> {
+    pub(crate) fn run_script(
+        &self,
+        task: &Task,
+        ws: &Workspace,
+        script: &str,
+        timings: &mut Timings,
+    ) -> Result<RunOutput> {
         let limits = self.limits(task);
         let env = self.env_vars(task, &ws.path, &limits);
-        let argv: Vec<String> =
-            vec![self.cfg.python.clone(), "-B".into(), "-m".into(), "atomrl_harness".into(), "run".into(), script.into()];
+        let argv: Vec<String> = vec![
+            self.cfg.python.clone(),
+            "-B".into(),
+            "-m".into(),
+            "atomrl_harness".into(),
+            "run".into(),
+            script.into(),
+        ];
         self.run(ws, &argv, &env, &self.mounts(None), &limits, timings)
     }
 
@@ -441,7 +566,13 @@ impl Grader {
         limits: &Limits,
         timings: &mut Timings,
     ) -> Result<RunOutput> {
-        let job = Job { workspace: &ws.path, argv, env, mounts, limits };
+        let job = Job {
+            workspace: &ws.path,
+            argv,
+            env,
+            mounts,
+            limits,
+        };
         let start = Instant::now();
         let out = self.sandbox.run(&job);
         timings.run_ms += start.elapsed().as_secs_f64() * 1e3;
@@ -466,7 +597,8 @@ impl Grading<'_> {
     }
 
     pub fn run_tests(&mut self, ws: &Workspace, ids: &[String]) -> Result<(TestReport, RunOutput)> {
-        self.grader.run_tests(self.task, ws, ids, None, self.timings)
+        self.grader
+            .run_tests(self.task, ws, ids, None, self.timings)
     }
 
     pub fn run_script(&mut self, ws: &Workspace, script: &str) -> Result<RunOutput> {
@@ -489,8 +621,14 @@ impl Grading<'_> {
 /// The reason for a run that ended without a usable result, if it did.
 pub(crate) fn abnormal_end(out: &RunOutput) -> Option<Outcome> {
     match out.exit {
-        Exit::Timeout => Some(Outcome::fail(Reason::Timeout, "killed at the wall-clock limit")),
-        Exit::Signal(s) => Some(Outcome::fail(Reason::Crash, format!("killed by signal {s}"))),
+        Exit::Timeout => Some(Outcome::fail(
+            Reason::Timeout,
+            "killed at the wall-clock limit",
+        )),
+        Exit::Signal(s) => Some(Outcome::fail(
+            Reason::Crash,
+            format!("killed by signal {s}"),
+        )),
         _ => None,
     }
 }
@@ -499,7 +637,9 @@ fn nonce() -> String {
     let mut buf = [0u8; 16];
     let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     if got != buf.len() as isize {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         buf[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
@@ -514,11 +654,15 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 /// Every ancestor is traversable by others and the directory itself readable.
 fn world_readable_path(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(abs) = std::fs::canonicalize(path) else { return false };
+    let Ok(abs) = std::fs::canonicalize(path) else {
+        return false;
+    };
     let mut cur = Some(abs.as_path());
     let mut first = true;
     while let Some(p) = cur {
-        let Ok(md) = std::fs::metadata(p) else { return false };
+        let Ok(md) = std::fs::metadata(p) else {
+            return false;
+        };
         let need = if first { 0o005 } else { 0o001 };
         if md.permissions().mode() & need != need {
             return false;
@@ -555,8 +699,16 @@ fn unpack_source(cache: &Path, source: &Source) -> Result<PathBuf> {
             }
             Ok(p)
         }
-        Source::Sdist { name, version, file, sha256 } => {
-            let dest = cache.join("trees").join(format!("{name}-{version}-{}", &sha256[..sha256.len().min(12)]));
+        Source::Sdist {
+            name,
+            version,
+            file,
+            sha256,
+        } => {
+            let dest = cache.join("trees").join(format!(
+                "{name}-{version}-{}",
+                &sha256[..sha256.len().min(12)]
+            ));
             if dest.join(".atomrl-complete").exists() {
                 return Ok(dest);
             }
@@ -571,13 +723,16 @@ fn unpack_source(cache: &Path, source: &Source) -> Result<PathBuf> {
             if &got != sha256 {
                 bail!("{} has sha256 {got}, expected {sha256}", archive.display());
             }
-            let tmp = cache.join("trees").join(format!(".tmp-{}-{}", std::process::id(), nonce()));
+            let tmp = cache
+                .join("trees")
+                .join(format!(".tmp-{}-{}", std::process::id(), nonce()));
             std::fs::create_dir_all(&tmp)?;
             let result = (|| -> Result<()> {
                 let gz = flate2::read::GzDecoder::new(&bytes[..]);
                 let mut ar = tar::Archive::new(gz);
                 ar.set_preserve_permissions(false);
-                ar.unpack(&tmp).with_context(|| format!("unpacking {}", archive.display()))?;
+                ar.unpack(&tmp)
+                    .with_context(|| format!("unpacking {}", archive.display()))?;
                 let entries: Vec<_> = std::fs::read_dir(&tmp)?.collect::<std::io::Result<_>>()?;
                 let top = match entries.as_slice() {
                     [one] if one.file_type()?.is_dir() => one.path(),
@@ -588,7 +743,9 @@ fn unpack_source(cache: &Path, source: &Source) -> Result<PathBuf> {
                 match std::fs::rename(&top, &dest) {
                     Ok(()) => Ok(()),
                     Err(_) if dest.join(".atomrl-complete").exists() => Ok(()), // another process won
-                    Err(e) => Err(e).with_context(|| format!("moving the tree to {}", dest.display())),
+                    Err(e) => {
+                        Err(e).with_context(|| format!("moving the tree to {}", dest.display()))
+                    }
                 }
             })();
             let _ = std::fs::remove_dir_all(&tmp);

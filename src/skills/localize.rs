@@ -11,7 +11,11 @@ change, one per line, most likely first. You may name the function as path:funct
 (methods as path:Class.method). Write nothing else.";
 
 pub fn prompt(task: &Task) -> Vec<ChatMessage> {
-    let view = task.context.as_ref().and_then(|c| c.repo_view.clone()).unwrap_or_default();
+    let view = task
+        .context
+        .as_ref()
+        .and_then(|c| c.repo_view.clone())
+        .unwrap_or_default();
     let user = format!(
         "Issue:\n{}\n\nRepository:\n{}\nWhich files must change to fix the issue? Answer with one path per line, \
          for example:\npkg/module.py:function_name",
@@ -47,7 +51,10 @@ pub fn parse_answer(completion: &str) -> Option<(Vec<String>, Vec<String>)> {
         let token = l.split_whitespace().next().unwrap_or("");
         let token = token.trim_matches(|c: char| c == '`' || c == ',' || c == '*' || c == '"');
         let (path, func) = match token.split_once(':') {
-            Some((p, f)) => (p, Some(f.trim_matches(|c: char| c == '(' || c == ')' || c == ':'))),
+            Some((p, f)) => (
+                p,
+                Some(f.trim_matches(|c: char| c == '(' || c == ')' || c == ':')),
+            ),
             None => (token, None),
         };
         let path = path.trim_start_matches("./");
@@ -92,16 +99,22 @@ pub fn grade(task: &Task, completion: &str) -> Outcome {
     let mut out = if set_p == set_g {
         Outcome::pass()
     } else {
-        Outcome::fail(Reason::Wrong, format!("predicted {files:?}, gold {gold_files:?}"))
+        Outcome::fail(
+            Reason::Wrong,
+            format!("predicted {files:?}, gold {gold_files:?}"),
+        )
     };
-    out.metrics.insert("file_f1".into(), f1(&files, &gold_files));
+    out.metrics
+        .insert("file_f1".into(), f1(&files, &gold_files));
     if !gold_funcs.is_empty() {
-        out.metrics.insert("func_f1".into(), f1(&funcs, &gold_funcs));
+        out.metrics
+            .insert("func_f1".into(), f1(&funcs, &gold_funcs));
     }
     for k in [1usize, 3, 5] {
         let top = &files[..files.len().min(k)];
         let all = gold_files.iter().all(|g| top.contains(g));
-        out.metrics.insert(format!("acc@{k}"), if all { 1.0 } else { 0.0 });
+        out.metrics
+            .insert(format!("acc@{k}"), if all { 1.0 } else { 0.0 });
     }
     out
 }

@@ -18,8 +18,8 @@ pub mod testgen;
 
 pub use grader::{default_cache_dir, Grade, Grader, GraderConfig, Timings};
 pub use task::{
-    load_tasks, parse_tasks, write_tasks, BadLine, Env, PromptContext, LineError, Review, Skill, Snippet, Source, Task, Tier,
-    Verdict,
+    load_tasks, parse_tasks, write_tasks, BadLine, Env, LineError, PromptContext, Review, Skill,
+    Snippet, Source, Task, Tier, Verdict,
 };
 
 use serde::{Deserialize, Serialize};
@@ -111,10 +111,20 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn pass() -> Self {
-        Outcome { reward: 1.0, reason: Reason::Pass, detail: String::new(), metrics: Default::default() }
+        Outcome {
+            reward: 1.0,
+            reason: Reason::Pass,
+            detail: String::new(),
+            metrics: Default::default(),
+        }
     }
     pub fn fail(reason: Reason, detail: impl Into<String>) -> Self {
-        Outcome { reward: 0.0, reason, detail: detail.into(), metrics: Default::default() }
+        Outcome {
+            reward: 0.0,
+            reason,
+            detail: detail.into(),
+            metrics: Default::default(),
+        }
     }
 }
 
@@ -123,7 +133,10 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
-    let cut = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let cut = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     format!("{}\n[... cut ...]", &text[..cut])
 }
 
@@ -133,7 +146,13 @@ pub(crate) fn snippets_block(task: &Task, max_chars: usize) -> String {
     if let Some(ctx) = &task.context {
         for s in &ctx.snippets {
             let end = s.start_line + s.text.lines().count().saturating_sub(1);
-            out.push_str(&format!("{} (lines {}-{}):\n```python\n{}```\n", s.path, s.start_line, end, clip(&s.text, max_chars)));
+            out.push_str(&format!(
+                "{} (lines {}-{}):\n```python\n{}```\n",
+                s.path,
+                s.start_line,
+                end,
+                clip(&s.text, max_chars)
+            ));
         }
     }
     out
@@ -143,7 +162,18 @@ pub(crate) fn snippets_block(task: &Task, max_chars: usize) -> String {
 pub fn is_test_path(path: &str, task: &Task) -> bool {
     let p = path.trim_start_matches("./");
     let name = p.rsplit('/').next().unwrap_or(p);
-    let in_test_dir = p.split('/').rev().skip(1).any(|d| d == "tests" || d == "test" || d == "testing");
-    let listed = task.test_ids().iter().any(|id| id.split("::").next() == Some(p));
-    in_test_dir || listed || name.starts_with("test_") || name.ends_with("_test.py") || name == "conftest.py"
+    let in_test_dir = p
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|d| d == "tests" || d == "test" || d == "testing");
+    let listed = task
+        .test_ids()
+        .iter()
+        .any(|id| id.split("::").next() == Some(p));
+    in_test_dir
+        || listed
+        || name.starts_with("test_")
+        || name.ends_with("_test.py")
+        || name == "conftest.py"
 }

@@ -17,14 +17,20 @@ pub fn code_blocks(text: &str) -> Vec<Block> {
         if let Some(info) = t.strip_prefix("```") {
             match cur.take() {
                 None => cur = Some((info.trim().to_lowercase(), Vec::new())),
-                Some((lang, body)) => out.push(Block { lang, body: join_lines(&body) }),
+                Some((lang, body)) => out.push(Block {
+                    lang,
+                    body: join_lines(&body),
+                }),
             }
         } else if let Some((_, body)) = cur.as_mut() {
             body.push(line);
         }
     }
     if let Some((lang, body)) = cur {
-        out.push(Block { lang, body: join_lines(&body) });
+        out.push(Block {
+            lang,
+            body: join_lines(&body),
+        });
     }
     out
 }
@@ -67,7 +73,9 @@ pub fn clean_line(line: &str) -> &str {
         if digits > 0 && (s[digits..].starts_with(". ") || s[digits..].starts_with(") ")) {
             s = s[digits + 2..].trim_start();
         }
-        s = s.trim_matches(|c: char| c == '`' || c == '*' || c == '"' || c == '\'').trim();
+        s = s
+            .trim_matches(|c: char| c == '`' || c == '*' || c == '"' || c == '\'')
+            .trim();
         if s == before {
             return s;
         }

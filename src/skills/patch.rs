@@ -8,19 +8,27 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileEdit {
     /// Replace the first occurrence of `search` with `replace`.
-    Replace { path: String, search: String, replace: String },
+    Replace {
+        path: String,
+        search: String,
+        replace: String,
+    },
     /// Apply the hunks of a unified diff; `old_path` is None for a new file, `new_path` None
     /// for a deletion.
-    Diff { old_path: Option<String>, new_path: Option<String>, hunks: Vec<Hunk> },
+    Diff {
+        old_path: Option<String>,
+        new_path: Option<String>,
+        hunks: Vec<Hunk>,
+    },
 }
 
 impl FileEdit {
     pub fn path(&self) -> &str {
         match self {
             FileEdit::Replace { path, .. } => path,
-            FileEdit::Diff { old_path, new_path, .. } => {
-                new_path.as_deref().or(old_path.as_deref()).unwrap_or("")
-            }
+            FileEdit::Diff {
+                old_path, new_path, ..
+            } => new_path.as_deref().or(old_path.as_deref()).unwrap_or(""),
         }
     }
 }
@@ -74,7 +82,10 @@ fn strip_prefix_path(raw: &str) -> Option<String> {
     if raw == "/dev/null" || raw.is_empty() {
         return None;
     }
-    let p = raw.strip_prefix("a/").or_else(|| raw.strip_prefix("b/")).unwrap_or(raw);
+    let p = raw
+        .strip_prefix("a/")
+        .or_else(|| raw.strip_prefix("b/"))
+        .unwrap_or(raw);
     Some(p.to_string())
 }
 
@@ -106,9 +117,8 @@ pub fn parse_unified_diff(text: &str) -> Vec<FileEdit> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        let is_header = lines[i].starts_with("--- ")
-            && i + 1 < lines.len()
-            && lines[i + 1].starts_with("+++ ");
+        let is_header =
+            lines[i].starts_with("--- ") && i + 1 < lines.len() && lines[i + 1].starts_with("+++ ");
         if !is_header {
             i += 1;
             continue;
@@ -130,7 +140,8 @@ pub fn parse_unified_diff(text: &str) -> Vec<FileEdit> {
                 if counts.is_none()
                     && (l.starts_with("@@")
                         || l.starts_with("diff --git")
-                        || (l.starts_with("--- ") && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))))
+                        || (l.starts_with("--- ")
+                            && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))))
                 {
                     break;
                 }
@@ -167,11 +178,18 @@ pub fn parse_unified_diff(text: &str) -> Vec<FileEdit> {
                 i += 1;
             }
             if !body.is_empty() {
-                hunks.push(Hunk { old_start, lines: body });
+                hunks.push(Hunk {
+                    old_start,
+                    lines: body,
+                });
             }
         }
         if old_path.is_some() || new_path.is_some() {
-            out.push(FileEdit::Diff { old_path, new_path, hunks });
+            out.push(FileEdit::Diff {
+                old_path,
+                new_path,
+                hunks,
+            });
         }
     }
     out
@@ -239,7 +257,9 @@ fn clean_path_line(line: &str) -> Option<String> {
     for prefix in ["###", "##", "#", "File:", "file:", "Path:", "path:", "**"] {
         s = s.strip_prefix(prefix).unwrap_or(s).trim();
     }
-    let s = s.trim_matches(|c: char| c == '`' || c == '*' || c == ':' || c == '"' || c == '\'').trim();
+    let s = s
+        .trim_matches(|c: char| c == '`' || c == '*' || c == ':' || c == '"' || c == '\'')
+        .trim();
     let looks_like_path = !s.is_empty()
         && !s.contains(char::is_whitespace)
         && (s.ends_with(".py") || s.contains('/'))
@@ -285,7 +305,9 @@ pub fn apply_edits(root: &Path, edits: &[FileEdit], fuzz: usize) -> Result<(), P
 fn read(path: &Path, rel: &str) -> Result<String, PatchError> {
     match std::fs::read(path) {
         Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PatchError::Missing(rel.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(PatchError::Missing(rel.to_string()))
+        }
         Err(e) => Err(PatchError::Io(rel.to_string(), e.to_string())),
     }
 }
@@ -299,7 +321,11 @@ fn write(path: &Path, rel: &str, text: &str) -> Result<(), PatchError> {
 
 fn apply_one(root: &Path, edit: &FileEdit, fuzz: usize) -> Result<(), PatchError> {
     match edit {
-        FileEdit::Replace { path, search, replace } => {
+        FileEdit::Replace {
+            path,
+            search,
+            replace,
+        } => {
             let full = safe_join(root, path)?;
             if search.trim().is_empty() {
                 // An empty search creates the file (or appends to an empty one).
@@ -310,10 +336,15 @@ fn apply_one(root: &Path, edit: &FileEdit, fuzz: usize) -> Result<(), PatchError
                 return write(&full, path, replace);
             }
             let old = read(&full, path)?;
-            let new = replace_once(&old, search, replace).ok_or_else(|| PatchError::SearchNotFound(path.clone()))?;
+            let new = replace_once(&old, search, replace)
+                .ok_or_else(|| PatchError::SearchNotFound(path.clone()))?;
             write(&full, path, &new)
         }
-        FileEdit::Diff { old_path, new_path, hunks } => match (old_path, new_path) {
+        FileEdit::Diff {
+            old_path,
+            new_path,
+            hunks,
+        } => match (old_path, new_path) {
             (None, Some(p)) => {
                 let full = safe_join(root, p)?;
                 if full.exists() {
@@ -342,7 +373,8 @@ fn apply_one(root: &Path, edit: &FileEdit, fuzz: usize) -> Result<(), PatchError
                 let new = apply_hunks(&text, hunks, fuzz, p)?;
                 let full = safe_join(root, p)?;
                 if src != p {
-                    std::fs::remove_file(&full_src).map_err(|e| PatchError::Io(src.to_string(), e.to_string()))?;
+                    std::fs::remove_file(&full_src)
+                        .map_err(|e| PatchError::Io(src.to_string(), e.to_string()))?;
                 }
                 write(&full, p, &new)
             }
@@ -355,7 +387,12 @@ fn apply_one(root: &Path, edit: &FileEdit, fuzz: usize) -> Result<(), PatchError
 /// line, then ignoring indentation (re-indenting the replacement by the difference).
 fn replace_once(text: &str, search: &str, replace: &str) -> Option<String> {
     if let Some(pos) = text.find(search) {
-        return Some(format!("{}{}{}", &text[..pos], replace, &text[pos + search.len()..]));
+        return Some(format!(
+            "{}{}{}",
+            &text[..pos],
+            replace,
+            &text[pos + search.len()..]
+        ));
     }
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let want: Vec<&str> = search.lines().collect();
@@ -410,8 +447,19 @@ fn apply_hunks(text: &str, hunks: &[Hunk], fuzz: usize, path: &str) -> Result<St
         let mut applied = false;
         'fuzz: for f in 0..=fuzz {
             // Drop up to `f` leading and trailing context lines.
-            let lead = h.lines.iter().take_while(|l| matches!(l, HunkLine::Context(_))).count().min(f);
-            let trail = h.lines.iter().rev().take_while(|l| matches!(l, HunkLine::Context(_))).count().min(f);
+            let lead = h
+                .lines
+                .iter()
+                .take_while(|l| matches!(l, HunkLine::Context(_)))
+                .count()
+                .min(f);
+            let trail = h
+                .lines
+                .iter()
+                .rev()
+                .take_while(|l| matches!(l, HunkLine::Context(_)))
+                .count()
+                .min(f);
             if lead + trail >= h.lines.len() {
                 continue;
             }
@@ -441,7 +489,10 @@ fn apply_hunks(text: &str, hunks: &[Hunk], fuzz: usize, path: &str) -> Result<St
             }
         }
         if !applied {
-            return Err(PatchError::Hunk { path: path.to_string(), hunk: hi + 1 });
+            return Err(PatchError::Hunk {
+                path: path.to_string(),
+                hunk: hi + 1,
+            });
         }
     }
     let mut out = lines.join("\n");
@@ -515,7 +566,11 @@ pub fn reverse_diff(diff: &str) -> String {
     while i < lines.len() {
         let line = lines[i];
         if line.starts_with("--- ") && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ ")) {
-            out.push_str(&format!("--- {}\n+++ {}\n", swap_prefix(&lines[i + 1][4..]), swap_prefix(&line[4..])));
+            out.push_str(&format!(
+                "--- {}\n+++ {}\n",
+                swap_prefix(&lines[i + 1][4..]),
+                swap_prefix(&line[4..])
+            ));
             i += 2;
             continue;
         }
@@ -523,13 +578,17 @@ pub fn reverse_diff(diff: &str) -> String {
             let mut parts = rest.splitn(2, ' ');
             let (a, b) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             format!("diff --git {} {}", swap_prefix(b), swap_prefix(a))
-        } else if line.starts_with("@@") {
-            let rest = &line[2..];
+        } else if let Some(rest) = line.strip_prefix("@@") {
             let end = rest.find("@@").unwrap_or(rest.len());
             let mut it = rest[..end].split_whitespace();
             match (it.next(), it.next()) {
                 (Some(o), Some(n)) if o.starts_with('-') && n.starts_with('+') => {
-                    format!("@@ -{} +{} @@{}", &n[1..], &o[1..], rest.get(end + 2..).unwrap_or(""))
+                    format!(
+                        "@@ -{} +{} @@{}",
+                        &n[1..],
+                        &o[1..],
+                        rest.get(end + 2..).unwrap_or("")
+                    )
                 }
                 _ => line.to_string(),
             }

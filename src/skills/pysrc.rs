@@ -5,7 +5,9 @@ use tree_sitter::{Node, Parser, Tree};
 
 pub fn parse(src: &str) -> Option<Tree> {
     let mut parser = Parser::new();
-    parser.set_language(&tree_sitter_python::LANGUAGE.into()).ok()?;
+    parser
+        .set_language(&tree_sitter_python::LANGUAGE.into())
+        .ok()?;
     parser.parse(src, None)
 }
 
@@ -36,13 +38,21 @@ pub struct Function {
 
 /// All function definitions, outermost first.
 pub fn functions(src: &str) -> Vec<Function> {
-    let Some(tree) = parse(src) else { return Vec::new() };
+    let Some(tree) = parse(src) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     walk(tree.root_node(), src, &mut Vec::new(), false, &mut out);
     out
 }
 
-fn walk(node: Node, src: &str, scope: &mut Vec<String>, in_function: bool, out: &mut Vec<Function>) {
+fn walk(
+    node: Node,
+    src: &str,
+    scope: &mut Vec<String>,
+    in_function: bool,
+    out: &mut Vec<Function>,
+) {
     let mut cursor = node.walk();
     for child in node.named_children(&mut cursor) {
         let (def, outer) = if child.kind() == "decorated_definition" {
@@ -97,8 +107,14 @@ fn walk(node: Node, src: &str, scope: &mut Vec<String>, in_function: bool, out: 
                 // Definitions inside if/try/with blocks at module or class level.
                 if matches!(
                     def.kind(),
-                    "if_statement" | "try_statement" | "with_statement" | "else_clause" | "elif_clause"
-                        | "except_clause" | "finally_clause" | "block"
+                    "if_statement"
+                        | "try_statement"
+                        | "with_statement"
+                        | "else_clause"
+                        | "elif_clause"
+                        | "except_clause"
+                        | "finally_clause"
+                        | "block"
                 ) {
                     walk(def, src, scope, in_function, out);
                 }
@@ -119,7 +135,9 @@ pub fn location_at_line(funcs: &[Function], line: usize) -> Option<&Function> {
 /// Class and function signatures of a file, one per line, indented as in the source; bodies
 /// are left out. Long signatures are cut.
 pub fn skeleton(src: &str) -> String {
-    let Some(tree) = parse(src) else { return String::new() };
+    let Some(tree) = parse(src) else {
+        return String::new();
+    };
     let mut out = String::new();
     skel(tree.root_node(), src, 0, &mut out);
     out
@@ -141,10 +159,16 @@ fn skel(node: Node, src: &str, depth: usize, out: &mut String) {
         }
         let body = def.child_by_field_name("body");
         let header_end = body.map_or(def.end_byte(), |b| b.start_byte());
-        let header: String = src[def.start_byte()..header_end].split_whitespace().collect::<Vec<_>>().join(" ");
+        let header: String = src[def.start_byte()..header_end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut header = header.trim_end().to_string();
         if header.len() > 100 {
-            let cut = (0..=100).rev().find(|&i| header.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=100)
+                .rev()
+                .find(|&i| header.is_char_boundary(i))
+                .unwrap_or(0);
             header.truncate(cut);
             header.push_str("...");
         }

@@ -54,12 +54,27 @@ pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
         return Ok(o);
     }
     match out.exit {
-        Exit::Code(0) => return Ok(Outcome::fail(Reason::PassesOnBuggy, "exits 0 on the buggy code")),
-        Exit::Code(201) => return Ok(Outcome::fail(Reason::OwnError, "the script does not compile")),
-        Exit::Code(202) => {
-            return Ok(Outcome::fail(Reason::OwnError, format!("import error: {}", last_line(&out.stderr))))
+        Exit::Code(0) => {
+            return Ok(Outcome::fail(
+                Reason::PassesOnBuggy,
+                "exits 0 on the buggy code",
+            ))
         }
-        Exit::Code(c) if c >= 128 => return Ok(Outcome::fail(Reason::Crash, format!("killed (exit {c})"))),
+        Exit::Code(201) => {
+            return Ok(Outcome::fail(
+                Reason::OwnError,
+                "the script does not compile",
+            ))
+        }
+        Exit::Code(202) => {
+            return Ok(Outcome::fail(
+                Reason::OwnError,
+                format!("import error: {}", last_line(&out.stderr)),
+            ))
+        }
+        Exit::Code(c) if c >= 128 => {
+            return Ok(Outcome::fail(Reason::Crash, format!("killed (exit {c})")))
+        }
         _ => {}
     }
     let fixed = g.workspace(Variant::Fixed)?;
@@ -71,7 +86,14 @@ pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
     if out.success() {
         Ok(Outcome::pass())
     } else {
-        Ok(Outcome::fail(Reason::FailsOnFixed, format!("exits {:?} on the fixed code: {}", out.exit, last_line(&out.stderr))))
+        Ok(Outcome::fail(
+            Reason::FailsOnFixed,
+            format!(
+                "exits {:?} on the fixed code: {}",
+                out.exit,
+                last_line(&out.stderr)
+            ),
+        ))
     }
 }
 

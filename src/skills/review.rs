@@ -9,7 +9,10 @@ const SYSTEM: &str = "You review patches to Python code. Decide whether the patc
 without breaking anything. Answer with exactly one line: VERDICT: correct or VERDICT: incorrect";
 
 pub fn prompt(task: &Task) -> Vec<ChatMessage> {
-    let candidate = task.review.as_ref().map_or("", |r| r.candidate_patch.as_str());
+    let candidate = task
+        .review
+        .as_ref()
+        .map_or("", |r| r.candidate_patch.as_str());
     let user = format!(
         "Issue:\n{}\n\nCandidate patch:\n```diff\n{}```\nDoes this patch fix the issue correctly? Answer with exactly one line: \
          VERDICT: correct or VERDICT: incorrect",
@@ -29,7 +32,12 @@ pub fn gold(task: &Task) -> String {
 /// The verdict: the last `VERDICT: x` line, or a completion that is only the word.
 pub fn parse_answer(completion: &str) -> Option<Verdict> {
     let word = |s: &str| -> Option<Verdict> {
-        match s.trim().trim_matches(|c: char| !c.is_alphanumeric()).to_ascii_lowercase().as_str() {
+        match s
+            .trim()
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "correct" => Some(Verdict::Correct),
             "incorrect" => Some(Verdict::Incorrect),
             _ => None,
@@ -41,7 +49,9 @@ pub fn parse_answer(completion: &str) -> Option<Verdict> {
         let lower = l.to_ascii_lowercase();
         if let Some(pos) = lower.find("verdict") {
             let rest = &l[pos + "verdict".len()..];
-            let rest = rest.trim_start_matches(|c: char| c == ':' || c == '=' || c == '*' || c == '-' || c.is_whitespace());
+            let rest = rest.trim_start_matches(|c: char| {
+                c == ':' || c == '=' || c == '*' || c == '-' || c.is_whitespace()
+            });
             if let Some(v) = rest.split_whitespace().next().and_then(word) {
                 found = Some(v);
             }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Skill {
     Localize,
@@ -20,7 +22,13 @@ pub enum Skill {
 }
 
 impl Skill {
-    pub const ALL: [Skill; 5] = [Skill::Localize, Skill::Edit, Skill::Testgen, Skill::Reproduce, Skill::Review];
+    pub const ALL: [Skill; 5] = [
+        Skill::Localize,
+        Skill::Edit,
+        Skill::Testgen,
+        Skill::Reproduce,
+        Skill::Review,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -45,7 +53,9 @@ impl std::str::FromStr for Skill {
         Skill::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .with_context(|| format!("unknown skill {s:?} (localize, edit, testgen, reproduce, review)"))
+            .with_context(|| {
+                format!("unknown skill {s:?} (localize, edit, testgen, reproduce, review)")
+            })
     }
 }
 
@@ -79,7 +89,12 @@ pub enum Source {
     Dir { path: String },
     /// A source distribution in the cache (`<cache>/sdists/<file>`), checked against `sha256`
     /// and unpacked once; its single top-level directory is the tree.
-    Sdist { name: String, version: String, file: String, sha256: String },
+    Sdist {
+        name: String,
+        version: String,
+        file: String,
+        sha256: String,
+    },
 }
 
 /// How to obtain and test the code.
@@ -139,15 +154,27 @@ pub struct Task {
     pub FAIL_TO_PASS: Vec<String>,
     #[serde(default, deserialize_with = "list_or_json_string")]
     pub PASS_TO_PASS: Vec<String>,
-    #[serde(default, deserialize_with = "opt_scalar_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version: Option<String>,
-    #[serde(default, deserialize_with = "opt_scalar_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_at: Option<String>,
 
     #[serde(default)]
     pub skill: Skill,
     /// Clean → buggy, for synthesised bugs: the buggy tree is the source plus this patch.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "string_or_null")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "string_or_null"
+    )]
     pub bug_patch: String,
     /// Files (`path`) and functions (`path:qualname`) to change. Derived from `patch` if absent.
     #[serde(default, deserialize_with = "list_or_json_string")]
@@ -180,7 +207,10 @@ impl Task {
     pub fn gold_files(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for loc in &self.gold_locations {
-            let file = loc.split_once(':').map_or(loc.as_str(), |(f, _)| f).to_string();
+            let file = loc
+                .split_once(':')
+                .map_or(loc.as_str(), |(f, _)| f)
+                .to_string();
             if !out.contains(&file) {
                 out.push(file);
             }
@@ -190,12 +220,20 @@ impl Task {
 
     /// The gold functions as `path:qualname`.
     pub fn gold_functions(&self) -> Vec<String> {
-        self.gold_locations.iter().filter(|l| l.contains(':')).cloned().collect()
+        self.gold_locations
+            .iter()
+            .filter(|l| l.contains(':'))
+            .cloned()
+            .collect()
     }
 
     /// The test ids a grading runs: FAIL_TO_PASS then PASS_TO_PASS.
     pub fn test_ids(&self) -> Vec<String> {
-        self.FAIL_TO_PASS.iter().chain(&self.PASS_TO_PASS).cloned().collect()
+        self.FAIL_TO_PASS
+            .iter()
+            .chain(&self.PASS_TO_PASS)
+            .cloned()
+            .collect()
     }
 
     /// Checks what this task's skill needs, after filling derived fields.
@@ -264,11 +302,17 @@ impl std::fmt::Display for LineError {
 /// Reads a JSONL file of tasks. Blank lines are ignored; a malformed line is reported with its
 /// number and skipped, or fails the whole load with `BadLine::Refuse`.
 pub fn load_tasks(path: &Path, on_error: BadLine) -> Result<(Vec<Task>, Vec<LineError>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (tasks, errors) = parse_tasks(&text);
     if on_error == BadLine::Refuse && !errors.is_empty() {
         let list: Vec<String> = errors.iter().take(20).map(|e| e.to_string()).collect();
-        bail!("{}: {} malformed line(s): {}", path.display(), errors.len(), list.join("; "));
+        bail!(
+            "{}: {} malformed line(s): {}",
+            path.display(),
+            errors.len(),
+            list.join("; ")
+        );
     }
     Ok((tasks, errors))
 }
@@ -289,7 +333,10 @@ pub fn parse_tasks(text: &str) -> (Vec<Task>, Vec<LineError>) {
             });
         match parsed {
             Ok(t) => tasks.push(t),
-            Err(message) => errors.push(LineError { line: i + 1, message }),
+            Err(message) => errors.push(LineError {
+                line: i + 1,
+                message,
+            }),
         }
     }
     (tasks, errors)
@@ -310,7 +357,9 @@ fn string_or_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String
 }
 
 /// SWE-bench stores test lists as JSON strings (`"[\"a\", \"b\"]"`); others as lists.
-fn list_or_json_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+fn list_or_json_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
     use serde::de::Error;
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::Null => Ok(Vec::new()),
@@ -318,18 +367,24 @@ fn list_or_json_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<V
             .into_iter()
             .map(|v| match v {
                 serde_json::Value::String(s) => Ok(s),
-                other => Err(D::Error::custom(format!("expected a string in the list, got {other}"))),
+                other => Err(D::Error::custom(format!(
+                    "expected a string in the list, got {other}"
+                ))),
             })
             .collect(),
         serde_json::Value::String(s) if s.trim().is_empty() => Ok(Vec::new()),
         serde_json::Value::String(s) => serde_json::from_str::<Vec<String>>(&s)
             .map_err(|e| D::Error::custom(format!("a string that should hold a JSON list: {e}"))),
-        other => Err(D::Error::custom(format!("expected a list or a JSON string, got {other}"))),
+        other => Err(D::Error::custom(format!(
+            "expected a list or a JSON string, got {other}"
+        ))),
     }
 }
 
 /// `version` is "0.12" in SWE-bench and sometimes a number elsewhere.
-fn opt_scalar_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+fn opt_scalar_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
     Ok(match serde_json::Value::deserialize(d)? {
         serde_json::Value::Null => None,
         serde_json::Value::String(s) => Some(s),

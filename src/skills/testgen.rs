@@ -48,7 +48,10 @@ pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
         return Ok(Outcome::fail(Reason::Format, "no Python code block found"));
     };
     if !syntax_ok(&code) {
-        return Ok(Outcome::fail(Reason::Syntax, "the test file does not parse"));
+        return Ok(Outcome::fail(
+            Reason::Syntax,
+            "the test file does not parse",
+        ));
     }
     let path = test_path(g.task);
     let ids = vec![path.clone()];
@@ -62,15 +65,30 @@ pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
         return Ok(o);
     }
     if !on_fixed.complete {
-        return Ok(Outcome::fail(Reason::Crash, format!("no test report: {}", clip(out.stderr.trim(), 300))));
+        return Ok(Outcome::fail(
+            Reason::Crash,
+            format!("no test report: {}", clip(out.stderr.trim(), 300)),
+        ));
     }
-    let tests: Vec<String> = on_fixed.outcomes.keys().filter(|id| ours(id)).cloned().collect();
+    let tests: Vec<String> = on_fixed
+        .outcomes
+        .keys()
+        .filter(|id| ours(id))
+        .cloned()
+        .collect();
     if tests.is_empty() {
-        let why = if on_fixed.collect_errors.is_empty() { "no test collected" } else { "the file does not import" };
+        let why = if on_fixed.collect_errors.is_empty() {
+            "no test collected"
+        } else {
+            "the file does not import"
+        };
         return Ok(Outcome::fail(Reason::NoTests, why));
     }
     if let Some(bad) = tests.iter().find(|id| on_fixed.failed(id)) {
-        return Ok(Outcome::fail(Reason::FailsOnFixed, format!("{bad} fails on the fixed code")));
+        return Ok(Outcome::fail(
+            Reason::FailsOnFixed,
+            format!("{bad} fails on the fixed code"),
+        ));
     }
 
     let buggy = g.workspace(Variant::Buggy)?;
@@ -80,14 +98,26 @@ pub(crate) fn grade(g: &mut Grading, completion: &str) -> Result<Outcome> {
         return Ok(o);
     }
     if !on_buggy.complete {
-        return Ok(Outcome::fail(Reason::Crash, format!("no test report on the buggy code: {}", clip(out.stderr.trim(), 300))));
+        return Ok(Outcome::fail(
+            Reason::Crash,
+            format!(
+                "no test report on the buggy code: {}",
+                clip(out.stderr.trim(), 300)
+            ),
+        ));
     }
-    let catches = tests.iter().filter(|id| on_fixed.passed(id) && on_buggy.failed(id)).count();
+    let catches = tests
+        .iter()
+        .filter(|id| on_fixed.passed(id) && on_buggy.failed(id))
+        .count();
     if catches > 0 {
         let mut o = Outcome::pass();
         o.metrics.insert("catching_tests".into(), catches as f32);
         Ok(o)
     } else {
-        Ok(Outcome::fail(Reason::PassesOnBuggy, "no test fails on the buggy code"))
+        Ok(Outcome::fail(
+            Reason::PassesOnBuggy,
+            "no test fails on the buggy code",
+        ))
     }
 }

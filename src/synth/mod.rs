@@ -16,7 +16,8 @@ use crate::sandbox::Limits;
 use crate::skills::grader::{TestReport, Variant};
 use crate::skills::patch::unified_diff;
 use crate::skills::{
-    gold_completion, pysrc, Env, Grader, PromptContext, Review, Skill, Snippet, Source, Task, Tier, Verdict,
+    gold_completion, pysrc, Env, Grader, PromptContext, Review, Skill, Snippet, Source, Task, Tier,
+    Verdict,
 };
 use anyhow::{bail, Context, Result};
 use mutate::Mutation;
@@ -39,7 +40,13 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { seed: 0, max_mutants: 40, max_candidates: 400, per_function: 2, workers: 2 }
+        SynthConfig {
+            seed: 0,
+            max_mutants: 40,
+            max_candidates: 400,
+            per_function: 2,
+            workers: 2,
+        }
     }
 }
 
@@ -69,7 +76,9 @@ impl Rng {
 }
 
 fn seed_for(seed: u64, name: &str) -> u64 {
-    name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A package file and its functions.
@@ -97,7 +106,12 @@ struct Kept {
 }
 
 /// Builds the instances of one package. `log` gets progress lines.
-pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log: &dyn Fn(&str)) -> Result<Vec<Task>> {
+pub fn synth_package(
+    grader: &Grader,
+    spec: &PackageSpec,
+    cfg: &SynthConfig,
+    log: &dyn Fn(&str),
+) -> Result<Vec<Task>> {
     let source = spec.source();
     let tree = grader.pristine(&source)?;
     let base = Task {
@@ -107,7 +121,11 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
             source: source.clone(),
             test_cmd: None,
             pythonpath: spec.pythonpath.clone(),
-            limits: Limits { time_s: 300.0, cpu_s: 300, ..Limits::default() },
+            limits: Limits {
+                time_s: 300.0,
+                cpu_s: 300,
+                ..Limits::default()
+            },
             testgen_path: None,
         }),
         ..Task::default()
@@ -116,13 +134,29 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
     // 1. The suite once, with per-test call tracing.
     let mut timings = Default::default();
     let ws = grader.workspace(&base, Variant::Buggy)?;
-    let (baseline, out) = grader.run_tests(&base, &ws, &[], Some(&spec.package_dir), &mut timings)?;
+    let (baseline, out) =
+        grader.run_tests(&base, &ws, &[], Some(&spec.package_dir), &mut timings)?;
     drop(ws);
     if !baseline.complete {
-        bail!("{}: the test suite did not report: {}", spec.name, out.stderr.lines().last().unwrap_or(""));
+        bail!(
+            "{}: the test suite did not report: {}",
+            spec.name,
+            out.stderr.lines().last().unwrap_or("")
+        );
     }
-    let passing: BTreeSet<String> = baseline.outcomes.iter().filter(|(_, o)| *o == "passed").map(|(k, _)| k.clone()).collect();
-    log(&format!("{}: {} tests, {} passing ({:.1}s)", spec.name, baseline.outcomes.len(), passing.len(), out.wall.as_secs_f64()));
+    let passing: BTreeSet<String> = baseline
+        .outcomes
+        .iter()
+        .filter(|(_, o)| *o == "passed")
+        .map(|(k, _)| k.clone())
+        .collect();
+    log(&format!(
+        "{}: {} tests, {} passing ({:.1}s)",
+        spec.name,
+        baseline.outcomes.len(),
+        passing.len(),
+        out.wall.as_secs_f64()
+    ));
 
     // 2. Package files, functions, and which passing tests call each function.
     let files = package_files(&tree, spec)?;
@@ -134,14 +168,25 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         for c in calls {
             if let Some((f, l)) = c.rsplit_once(':') {
                 if let Ok(l) = l.parse::<usize>() {
-                    callers.entry((f.to_string(), l)).or_default().insert(test.clone());
+                    callers
+                        .entry((f.to_string(), l))
+                        .or_default()
+                        .insert(test.clone());
                 }
             }
         }
     }
     let tests_of = |file: &SourceFile, f: &pysrc::Function| -> BTreeSet<String> {
-        let mut t = callers.get(&(file.path.clone(), f.start_line)).cloned().unwrap_or_default();
-        t.extend(callers.get(&(file.path.clone(), f.def_line)).cloned().unwrap_or_default());
+        let mut t = callers
+            .get(&(file.path.clone(), f.start_line))
+            .cloned()
+            .unwrap_or_default();
+        t.extend(
+            callers
+                .get(&(file.path.clone(), f.def_line))
+                .cloned()
+                .unwrap_or_default(),
+        );
         t
     };
 
@@ -154,11 +199,16 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
                 continue;
             }
             // Only the function's own body: nested definitions are functions of their own.
-            let mut muts: Vec<Candidate> = mutate::mutations_in(&file.text, f.body_start_byte, f.end_byte)
-                .into_iter()
-                .filter(|m| innermost(&file.funcs, m.start) == Some(ki))
-                .map(|m| Candidate { file: fi, func: ki, mutation: m })
-                .collect();
+            let mut muts: Vec<Candidate> =
+                mutate::mutations_in(&file.text, f.body_start_byte, f.end_byte)
+                    .into_iter()
+                    .filter(|m| innermost(&file.funcs, m.start) == Some(ki))
+                    .map(|m| Candidate {
+                        file: fi,
+                        func: ki,
+                        mutation: m,
+                    })
+                    .collect();
             rng.shuffle(&mut muts);
             if !muts.is_empty() {
                 per_func.push(muts);
@@ -176,10 +226,17 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
     }
     queue.truncate(cfg.max_candidates);
-    log(&format!("{}: {} covered functions, {} candidate mutants", spec.name, per_func.len(), queue.len()));
+    log(&format!(
+        "{}: {} covered functions, {} candidate mutants",
+        spec.name,
+        per_func.len(),
+        queue.len()
+    ));
 
     // 4. Run each candidate's covering tests; keep mutants that fail some and pass others.
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.workers.max(1)).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.workers.max(1))
+        .build()?;
     let mut kept: Vec<Kept> = Vec::new();
     let mut kept_per_func: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     let mut tried = 0;
@@ -189,7 +246,9 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
         let chunk: Vec<&Candidate> = chunk
             .iter()
-            .filter(|c| kept_per_func.get(&(c.file, c.func)).copied().unwrap_or(0) < cfg.per_function)
+            .filter(|c| {
+                kept_per_func.get(&(c.file, c.func)).copied().unwrap_or(0) < cfg.per_function
+            })
             .collect();
         tried += chunk.len();
         let results: Vec<Result<Option<Kept>>> = pool.install(|| {
@@ -205,14 +264,21 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         for r in results {
             if let Some(k) = r? {
                 let key = (k.cand.file, k.cand.func);
-                if kept.len() < cfg.max_mutants && kept_per_func.get(&key).copied().unwrap_or(0) < cfg.per_function {
+                if kept.len() < cfg.max_mutants
+                    && kept_per_func.get(&key).copied().unwrap_or(0) < cfg.per_function
+                {
                     *kept_per_func.entry(key).or_default() += 1;
                     kept.push(k);
                 }
             }
         }
     }
-    log(&format!("{}: kept {} of {} mutants tried", spec.name, kept.len(), tried));
+    log(&format!(
+        "{}: kept {} of {} mutants tried",
+        spec.name,
+        kept.len(),
+        tried
+    ));
 
     // 5. Instances for every skill, each checked by grading its gold answer.
     let per_mutant: Vec<Result<Vec<Task>>> = pool.install(|| {
@@ -232,7 +298,10 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
     }
     let checked: Vec<bool> = pool.install(|| {
-        tasks.par_iter().map(|t| grader.grade(t, &gold_completion(t)).reward == 1.0).collect()
+        tasks
+            .par_iter()
+            .map(|t| grader.grade(t, &gold_completion(t)).reward == 1.0)
+            .collect()
     });
     let before = tasks.len();
     let mut dropped: BTreeMap<Skill, usize> = BTreeMap::new();
@@ -244,7 +313,12 @@ pub fn synth_package(grader: &Grader, spec: &PackageSpec, cfg: &SynthConfig, log
         }
         ok
     });
-    log(&format!("{}: {} instances ({} dropped whose gold did not score 1: {dropped:?})", spec.name, tasks.len(), before - tasks.len()));
+    log(&format!(
+        "{}: {} instances ({} dropped whose gold did not score 1: {dropped:?})",
+        spec.name,
+        tasks.len(),
+        before - tasks.len()
+    ));
     Ok(tasks)
 }
 
@@ -269,13 +343,20 @@ fn package_files(tree: &Path, spec: &PackageSpec) -> Result<Vec<SourceFile>> {
     let mut out = Vec::new();
     for p in paths {
         let name = p.rsplit('/').next().unwrap_or(&p);
-        let is_test = p.split('/').any(|d| d == "tests" || d == "test") || name.starts_with("test_") || name == "conftest.py";
+        let is_test = p.split('/').any(|d| d == "tests" || d == "test")
+            || name.starts_with("test_")
+            || name == "conftest.py";
         if is_test || spec.exclude.contains(&p) {
             continue;
         }
-        let text = std::fs::read_to_string(tree.join(&p)).with_context(|| format!("reading {p}"))?;
+        let text =
+            std::fs::read_to_string(tree.join(&p)).with_context(|| format!("reading {p}"))?;
         let funcs = pysrc::functions(&text);
-        out.push(SourceFile { path: p, text, funcs });
+        out.push(SourceFile {
+            path: p,
+            text,
+            funcs,
+        });
     }
     Ok(out)
 }
@@ -314,27 +395,42 @@ fn try_candidate(
     seed: u64,
 ) -> Result<Option<Kept>> {
     let mutated = c.mutation.apply(&file.text);
-    let mut ids: BTreeSet<String> = pick(covering, 40, seed ^ c.mutation.start as u64).into_iter().collect();
+    let mut ids: BTreeSet<String> = pick(covering, 40, seed ^ c.mutation.start as u64)
+        .into_iter()
+        .collect();
     if ids.len() < 4 {
         // Too few covering tests to tell "breaks some" from "breaks all": add neighbours.
         let files: BTreeSet<&str> = ids.iter().filter_map(|i| i.split("::").next()).collect();
-        let near: BTreeSet<String> =
-            passing.iter().filter(|t| files.contains(t.split("::").next().unwrap_or(""))).cloned().collect();
+        let near: BTreeSet<String> = passing
+            .iter()
+            .filter(|t| files.contains(t.split("::").next().unwrap_or("")))
+            .cloned()
+            .collect();
         ids.extend(pick(&near, 10, seed));
     }
     let ids: Vec<String> = ids.into_iter().collect();
-    let task = Task { bug_patch: unified_diff(&file.path, &file.text, &mutated), ..base.clone() };
+    let task = Task {
+        bug_patch: unified_diff(&file.path, &file.text, &mutated),
+        ..base.clone()
+    };
     let mut timings = Default::default();
     let ws = grader.workspace(&task, Variant::Buggy)?;
     let limits_task = Task {
         env: task.env.clone().map(|mut e| {
-            e.limits = Limits { time_s: 60.0, cpu_s: 60, ..Limits::default() };
+            e.limits = Limits {
+                time_s: 60.0,
+                cpu_s: 60,
+                ..Limits::default()
+            };
             e
         }),
         ..task.clone()
     };
     let (report, out) = grader.run_tests(&limits_task, &ws, &ids, None, &mut timings)?;
-    if !report.complete || !report.collect_errors.is_empty() || out.exit == crate::sandbox::Exit::Timeout {
+    if !report.complete
+        || !report.collect_errors.is_empty()
+        || out.exit == crate::sandbox::Exit::Timeout
+    {
         return Ok(None);
     }
     let failed: Vec<String> = ids.iter().filter(|i| report.failed(i)).cloned().collect();
@@ -344,7 +440,12 @@ fn try_candidate(
     }
     let messages = failed
         .iter()
-        .map(|f| (f.clone(), report.messages.get(f).cloned().unwrap_or_default()))
+        .map(|f| {
+            (
+                f.clone(),
+                report.messages.get(f).cloned().unwrap_or_default(),
+            )
+        })
         .collect();
     Ok(Some(Kept {
         cand: c.clone(),
@@ -360,15 +461,45 @@ fn humanize_test(id: &str) -> String {
     name.trim_start_matches("test_").replace('_', " ")
 }
 
+/// Replaces memory addresses, which change from run to run, by `x...`: `at 0x7f3a9c2e1d50` and
+/// pytest's truncated `<obj...x7f3a9c2e1d50>` alike (an `x` followed by 8 or more hex digits).
+fn scrub_addresses(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'x' || b[i] == b'X' {
+            let n = b[i + 1..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+            if n >= 8 {
+                out.push_str("x...");
+                i += 1 + n;
+                continue;
+            }
+        }
+        let ch = text[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
 fn clean_message(msg: &str) -> String {
-    let m = msg.replace("/workspace/", "");
-    let m: String = m.lines().filter(|l| !l.contains("Use -v to get")).take(8).collect::<Vec<_>>().join("\n");
+    let m = scrub_addresses(&msg.replace("/workspace/", ""));
+    let m: String = m
+        .lines()
+        .filter(|l| !l.contains("Use -v to get"))
+        .take(8)
+        .collect::<Vec<_>>()
+        .join("\n");
     crate::skills::clip(m.trim(), 400)
 }
 
 fn problem_statement(k: &Kept) -> String {
     let first = &k.fail_to_pass[0];
-    let mut s = format!("Wrong behaviour: {}\n\nThese tests fail:\n", humanize_test(first));
+    let mut s = format!(
+        "Wrong behaviour: {}\n\nThese tests fail:\n",
+        humanize_test(first)
+    );
     for id in k.fail_to_pass.iter().take(3) {
         let msg = clean_message(k.messages.get(id).map_or("", String::as_str));
         s.push_str(&format!("- {id}\n"));
@@ -383,17 +514,24 @@ fn problem_statement(k: &Kept) -> String {
     s
 }
 
-/// A test file made of the failing test functions themselves, with their module's imports;
-/// None when a failing test is a method (its class would be needed) or cannot be found.
+/// A test file made of the failing tests themselves (functions, or their class with only the
+/// failing test methods), with their module's imports and the module-level helpers they use;
+/// None when a failing test cannot be found.
 fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
-    let mut by_file: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    // file → top-level name → the failing methods (empty for a function).
+    let mut by_file: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
     for id in fail_to_pass {
-        let mut parts = id.split("::");
-        let (file, name) = (parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
+        let parts: Vec<&str> = id.split("::").collect();
+        match parts.as_slice() {
+            [file, func] => {
+                by_file.entry(file).or_default().entry(func.split('[').next()?).or_default();
+            }
+            [file, class, method] => {
+                let m = method.split('[').next()?;
+                by_file.entry(file).or_default().entry(class).or_default().insert(m);
+            }
+            _ => return None,
         }
-        by_file.entry(file).or_default().insert(name.split('[').next().unwrap_or(name));
     }
     let mut imports = String::new();
     let mut bodies = String::new();
@@ -412,7 +550,7 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
             }
         }
         // Top-level definitions by name (helpers a test may use), in source order.
-        let mut defs: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+        let mut defs: Vec<(String, String)> = Vec::new();
         let mut cursor = root.walk();
         for node in root.named_children(&mut cursor) {
             let def = if node.kind() == "decorated_definition" { node.child_by_field_name("definition") } else { Some(node) };
@@ -426,51 +564,108 @@ fn extracted_test(tree: &Path, fail_to_pass: &[String]) -> Option<String> {
                     .filter(|l| l.kind() == "identifier"),
                 _ => None,
             };
-            if let Some(n) = name {
-                defs.push((src[n.byte_range()].to_string(), node.byte_range()));
-            }
+            let Some(n) = name else { continue };
+            let name = src[n.byte_range()].to_string();
+            let text = match names.get(name.as_str()) {
+                Some(methods) if def.kind() == "class_definition" && !methods.is_empty() => {
+                    filtered_class(&src, node, def, methods)?
+                }
+                _ => src[node.byte_range()].to_string(),
+            };
+            defs.push((name, text));
         }
-        let mut wanted: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut wanted: BTreeSet<String> = names.keys().map(|n| n.to_string()).collect();
         let mut included: BTreeSet<usize> = BTreeSet::new();
         loop {
             let before = included.len();
-            for (i, (name, range)) in defs.iter().enumerate() {
+            for (i, (name, text)) in defs.iter().enumerate() {
                 if wanted.contains(name) && included.insert(i) {
-                    identifiers(&src[range.clone()], &mut wanted);
+                    identifiers(text, &mut wanted);
                 }
             }
             if included.len() == before {
                 break;
             }
         }
-        if names.iter().any(|n| !defs.iter().any(|(d, _)| d == n)) {
+        if names.keys().any(|n| !defs.iter().any(|(d, _)| d == n)) {
             return None;
         }
         for i in included {
             bodies.push_str("\n\n");
-            bodies.push_str(&src[defs[i].1.clone()]);
+            bodies.push_str(&defs[i].1);
             bodies.push('\n');
         }
     }
     Some(format!("{imports}{bodies}"))
 }
 
-/// The extracted tests as a script that calls each one, if none takes arguments (fixtures,
-/// parameters).
+/// A test class keeping everything but the test methods that are not among `keep`.
+fn filtered_class(src: &str, outer: tree_sitter::Node, class: tree_sitter::Node, keep: &BTreeSet<&str>) -> Option<String> {
+    let body = class.child_by_field_name("body")?;
+    let line_start = |b: usize| src[..b].rfind('\n').map_or(0, |i| i + 1);
+    let header_end = src[..body.start_byte()].rfind(':')? + 1;
+    let mut out = src[line_start(outer.start_byte())..header_end].to_string();
+    let mut cursor = body.walk();
+    let mut kept = 0;
+    for child in body.named_children(&mut cursor) {
+        let def = if child.kind() == "decorated_definition" { child.child_by_field_name("definition") } else { Some(child) };
+        if let Some(d) = def.filter(|d| d.kind() == "function_definition") {
+            let name = d.child_by_field_name("name").map_or("", |n| &src[n.byte_range()]);
+            if name.starts_with("test") {
+                if !keep.contains(name) {
+                    continue;
+                }
+                kept += 1;
+            }
+        }
+        out.push_str("\n\n");
+        out.push_str(&src[line_start(child.start_byte())..child.end_byte()]);
+    }
+    (kept == keep.len()).then_some(out)
+}
+
+/// The extracted tests as a script that runs each failing test and exits 1 if any fails; None
+/// when a test needs pytest (fixtures, parameters, marks).
 fn as_script(tests: &str, fail_to_pass: &[String]) -> Option<String> {
     let funcs = pysrc::functions(tests);
-    let mut calls = String::new();
-    let mut names: Vec<&str> = fail_to_pass.iter().filter_map(|id| id.split("::").nth(1)).collect();
-    names.dedup();
-    for name in names {
-        let f = funcs.iter().find(|f| f.top_level && f.qualname == name)?;
-        let def = &tests[f.start_byte..f.body_start_byte];
-        if def.contains('@') || !def.contains(&format!("{name}():")) {
+    let mut plain = Vec::new();
+    let mut unittest: Vec<(String, String)> = Vec::new();
+    for id in fail_to_pass {
+        let parts: Vec<&str> = id.split("::").collect();
+        let qual = parts[1..].join(".");
+        if qual.contains('[') {
             return None;
         }
-        calls.push_str(&format!("    {name}()\n"));
+        let f = funcs.iter().find(|f| f.qualname == qual)?;
+        let def = &tests[f.start_byte..f.body_start_byte];
+        if def.contains('@') || !(def.contains(&format!("{}():", f.name)) || def.contains(&format!("{}(self):", f.name))) {
+            return None;
+        }
+        match parts.as_slice() {
+            [_, func] => plain.push(format!("    {func}()\n")),
+            [_, class, method] => {
+                let header = tests.find(&format!("class {class}"))?;
+                let line = &tests[header..header + tests[header..].find('\n').unwrap_or(0)];
+                if !line.contains("TestCase") {
+                    return None;
+                }
+                unittest.push((class.to_string(), method.to_string()));
+            }
+            _ => return None,
+        }
     }
-    Some(format!("{tests}\n\nif __name__ == \"__main__\":\n{calls}"))
+    let mut main = String::from("\n\nif __name__ == \"__main__\":\n");
+    for p in &plain {
+        main.push_str(p);
+    }
+    if !unittest.is_empty() {
+        main.push_str("    import sys\n    import unittest\n\n    suite = unittest.TestSuite()\n");
+        for (c, m) in &unittest {
+            main.push_str(&format!("    suite.addTest({c}({m:?}))\n"));
+        }
+        main.push_str("    result = unittest.TextTestRunner().run(suite)\n    sys.exit(0 if result.wasSuccessful() else 1)\n");
+    }
+    Some(format!("{tests}{main}"))
 }
 
 fn identifiers(code: &str, out: &mut BTreeSet<String>) {
@@ -493,14 +688,23 @@ fn gold_test(fail_to_pass: &[String]) -> String {
     let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for id in fail_to_pass {
         let mut parts = id.split("::");
-        let (Some(file), Some(name)) = (parts.next(), parts.next()) else { continue };
+        let (Some(file), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let module = file.trim_end_matches(".py").replace('/', ".");
-        imports.entry(module).or_default().insert(name.split('[').next().unwrap_or(name).to_string());
+        imports
+            .entry(module)
+            .or_default()
+            .insert(name.split('[').next().unwrap_or(name).to_string());
     }
-    let mut s = String::from("# The tests that expose the bug, collected again from their module.\n");
+    let mut s =
+        String::from("# The tests that expose the bug, collected again from their module.\n");
     for (module, names) in imports {
         let names: Vec<String> = names.into_iter().collect();
-        s.push_str(&format!("from {module} import {}  # noqa: F401\n", names.join(", ")));
+        s.push_str(&format!(
+            "from {module} import {}  # noqa: F401\n",
+            names.join(", ")
+        ));
     }
     s
 }
@@ -557,7 +761,8 @@ fn instances(
     let patch = unified_diff(&file.path, &buggy, &file.text);
     let buggy_funcs = pysrc::functions(&buggy);
     let line = m.line(&file.text);
-    let clean_top = pysrc::location_at_line(&file.funcs, line).context("mutation outside a function")?;
+    let clean_top =
+        pysrc::location_at_line(&file.funcs, line).context("mutation outside a function")?;
     // The same function in the buggy file (a removed branch shortens it).
     let top = buggy_funcs
         .iter()
@@ -565,25 +770,44 @@ fn instances(
         .context("mutated function not found in the buggy file")?;
     let location = format!("{}:{}", file.path, top.qualname);
     let fn_lines = top.end_line - top.start_line + 1;
-    let tier = if m.line_span(&file.text) == 1 && m.replacement.lines().count() <= 1 && fn_lines <= 25 {
-        Tier::Easy
-    } else {
-        Tier::Normal
-    };
+    let tier =
+        if m.line_span(&file.text) == 1 && m.replacement.lines().count() <= 1 && fn_lines <= 25 {
+            Tier::Easy
+        } else {
+            Tier::Normal
+        };
     let (s0, s1) = if fn_lines <= 60 {
         (top.start_line, top.end_line)
     } else {
-        (line.saturating_sub(20).max(top.start_line), (line + 20).min(top.end_line))
+        (
+            line.saturating_sub(20).max(top.start_line),
+            (line + 20).min(top.end_line),
+        )
     };
-    let snippet = Snippet { path: file.path.clone(), start_line: s0, text: pysrc::lines(&buggy, s0, s1) };
+    let snippet = Snippet {
+        path: file.path.clone(),
+        start_line: s0,
+        text: pysrc::lines(&buggy, s0, s1),
+    };
     let statement = problem_statement(k);
-    let buggy_line = file.text.lines().nth(line - 1).unwrap_or("").trim().to_string();
+    let buggy_line = file
+        .text
+        .lines()
+        .nth(line - 1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let mutated_line = buggy.lines().nth(line - 1).unwrap_or("").trim().to_string();
     let mut instruction = format!(
         "Fix `{}` in {} so that these tests pass: {}.",
         top.qualname,
         file.path,
-        k.fail_to_pass.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        k.fail_to_pass
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if tier == Tier::Easy && !mutated_line.is_empty() {
         instruction.push_str(&format!(" The bug is on line {line}: `{mutated_line}`."));
@@ -602,23 +826,33 @@ fn instances(
         bug_patch,
         gold_locations: vec![location],
         env: base.env.clone().map(|mut e| {
-            e.limits = Limits { time_s: 30.0, cpu_s: 30, ..Limits::default() };
+            e.limits = Limits {
+                time_s: 30.0,
+                cpu_s: 30,
+                ..Limits::default()
+            };
             e
         }),
         split: Some(spec.split.clone()),
         tier,
         ..Task::default()
     };
-    let with_snippet = Some(PromptContext { repo_view: None, snippets: vec![snippet] });
+    let with_snippet = Some(PromptContext {
+        repo_view: None,
+        snippets: vec![snippet],
+    });
     let mut out = Vec::new();
     // A single-file package makes localize trivial: no instance then.
     if files.len() > 1 {
-    out.push(Task {
-        instance_id: id(Skill::Localize),
-        skill: Skill::Localize,
-        context: Some(PromptContext { repo_view: Some(repo_view(files, k.cand.file, tier, rng)), snippets: vec![] }),
-        ..common.clone()
-    });
+        out.push(Task {
+            instance_id: id(Skill::Localize),
+            skill: Skill::Localize,
+            context: Some(PromptContext {
+                repo_view: Some(repo_view(files, k.cand.file, tier, rng)),
+                snippets: vec![],
+            }),
+            ..common.clone()
+        });
     }
     out.push(Task {
         instance_id: id(Skill::Edit),
@@ -628,13 +862,21 @@ fn instances(
         ..common.clone()
     });
     // testgen's gold: the failing tests' own source if it stands alone, else an import of them.
-    let testgen = Task { instance_id: id(Skill::Testgen), skill: Skill::Testgen, context: with_snippet.clone(), ..common.clone() };
+    let testgen = Task {
+        instance_id: id(Skill::Testgen),
+        skill: Skill::Testgen,
+        context: with_snippet.clone(),
+        ..common.clone()
+    };
     let tree = grader.pristine(&spec.source())?;
     let mut golds: Vec<String> = extracted_test(&tree, &k.fail_to_pass).into_iter().collect();
     golds.push(gold_test(&k.fail_to_pass));
     let n_golds = golds.len();
     for (i, g) in golds.into_iter().enumerate() {
-        let t = Task { gold_test: Some(g), ..testgen.clone() };
+        let t = Task {
+            gold_test: Some(g),
+            ..testgen.clone()
+        };
         if i + 1 == n_golds || grader.grade(&t, &gold_completion(&t)).reward == 1.0 {
             out.push(t);
             break;
@@ -642,15 +884,25 @@ fn instances(
     }
     // reproduce's gold: the failing test functions called as a script if they take no
     // arguments, else (gold_script None) pytest run on the failing tests.
-    let reproduce = Task { instance_id: id(Skill::Reproduce), skill: Skill::Reproduce, context: with_snippet, ..common.clone() };
+    let reproduce = Task {
+        instance_id: id(Skill::Reproduce),
+        skill: Skill::Reproduce,
+        context: with_snippet,
+        ..common.clone()
+    };
     let mut scripts: Vec<Option<String>> = Vec::new();
-    if let Some(script) = extracted_test(&tree, &k.fail_to_pass).and_then(|t| as_script(&t, &k.fail_to_pass)) {
+    if let Some(script) =
+        extracted_test(&tree, &k.fail_to_pass).and_then(|t| as_script(&t, &k.fail_to_pass))
+    {
         scripts.push(Some(script));
     }
     scripts.push(None);
     let n_scripts = scripts.len();
     for (i, s) in scripts.into_iter().enumerate() {
-        let t = Task { gold_script: s, ..reproduce.clone() };
+        let t = Task {
+            gold_script: s,
+            ..reproduce.clone()
+        };
         if i + 1 == n_scripts || grader.grade(&t, &gold_completion(&t)).reward == 1.0 {
             out.push(t);
             break;
@@ -660,11 +912,25 @@ fn instances(
     // Review: half gold fixes, half wrong patches (a sibling mutation at the same place, or a
     // second mutation in the same function); the label comes from running the tests.
     let wrong = n % 2 == 1;
-    let candidate = if wrong { wrong_candidate(file, k, &buggy, rng) } else { None };
+    let candidate = if wrong {
+        wrong_candidate(file, k, &buggy, rng)
+    } else {
+        None
+    };
     let candidate_patch = candidate.unwrap_or_else(|| patch.clone());
-    let review_task = Task { instance_id: id(Skill::Review), skill: Skill::Review, ..common.clone() };
+    let review_task = Task {
+        instance_id: id(Skill::Review),
+        skill: Skill::Review,
+        ..common.clone()
+    };
     let label = label_candidate(grader, &review_task, &candidate_patch)?;
-    out.push(Task { review: Some(Review { candidate_patch, label }), ..review_task });
+    out.push(Task {
+        review: Some(Review {
+            candidate_patch,
+            label,
+        }),
+        ..review_task
+    });
     Ok(out)
 }
 
@@ -682,7 +948,9 @@ fn wrong_candidate(file: &SourceFile, k: &Kept, buggy: &str, rng: &mut Rng) -> O
     }
     // Otherwise another mutation of the same function, on top of the bug.
     let funcs = pysrc::functions(buggy);
-    let f = funcs.iter().find(|f| f.qualname == file.funcs[k.cand.func].qualname)?;
+    let f = funcs
+        .iter()
+        .find(|f| f.qualname == file.funcs[k.cand.func].qualname)?;
     let mut others: Vec<Mutation> = mutate::mutations_in(buggy, f.body_start_byte, f.end_byte);
     others.retain(|o| o.end <= m.start || o.start >= (m.end as isize + delta) as usize);
     if others.is_empty() {
@@ -693,7 +961,10 @@ fn wrong_candidate(file: &SourceFile, k: &Kept, buggy: &str, rng: &mut Rng) -> O
 }
 
 fn label_candidate(grader: &Grader, task: &Task, candidate: &str) -> Result<Verdict> {
-    let t = Task { patch: candidate.to_string(), ..task.clone() };
+    let t = Task {
+        patch: candidate.to_string(),
+        ..task.clone()
+    };
     let mut timings = Default::default();
     let ws = match grader.workspace(&t, Variant::Fixed) {
         Ok(ws) => ws,
@@ -701,22 +972,39 @@ fn label_candidate(grader: &Grader, task: &Task, candidate: &str) -> Result<Verd
     };
     let (report, _) = grader.run_tests(&t, &ws, &t.test_ids(), None, &mut timings)?;
     let all = report.complete && t.test_ids().iter().all(|id| passes(&report, id));
-    Ok(if all { Verdict::Correct } else { Verdict::Incorrect })
+    Ok(if all {
+        Verdict::Correct
+    } else {
+        Verdict::Incorrect
+    })
 }
 
 fn passes(r: &TestReport, id: &str) -> bool {
-    matches!(r.outcomes.get(id).map(String::as_str), Some("passed" | "xfailed" | "skipped"))
+    matches!(
+        r.outcomes.get(id).map(String::as_str),
+        Some("passed" | "xfailed" | "skipped")
+    )
 }
 
 /// Builds the corpus of all packages into `<out>/train.jsonl` and `<out>/test.jsonl`.
-pub fn synth_all(grader: &Grader, specs: &[PackageSpec], cfg: &SynthConfig, out: &Path, log: &dyn Fn(&str)) -> Result<Vec<Task>> {
+pub fn synth_all(
+    grader: &Grader,
+    specs: &[PackageSpec],
+    cfg: &SynthConfig,
+    out: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Vec<Task>> {
     let mut all = Vec::new();
     for spec in specs {
         all.extend(synth_package(grader, spec, cfg, log)?);
     }
     std::fs::create_dir_all(out)?;
     for split in ["train", "test"] {
-        let part: Vec<Task> = all.iter().filter(|t| t.split.as_deref() == Some(split)).cloned().collect();
+        let part: Vec<Task> = all
+            .iter()
+            .filter(|t| t.split.as_deref() == Some(split))
+            .cloned()
+            .collect();
         crate::skills::write_tasks(&out.join(format!("{split}.jsonl")), &part)?;
     }
     Ok(all)
@@ -724,6 +1012,9 @@ pub fn synth_all(grader: &Grader, specs: &[PackageSpec], cfg: &SynthConfig, out:
 
 impl PackageSpec {
     pub fn source(&self) -> Source {
+        if let Some(dir) = &self.local_dir {
+            return Source::Dir { path: dir.clone() };
+        }
         Source::Sdist {
             name: self.name.clone(),
             version: self.version.clone(),

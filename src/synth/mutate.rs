@@ -18,7 +18,12 @@ pub struct Mutation {
 
 impl Mutation {
     pub fn apply(&self, src: &str) -> String {
-        format!("{}{}{}", &src[..self.start], self.replacement, &src[self.end..])
+        format!(
+            "{}{}{}",
+            &src[..self.start],
+            self.replacement,
+            &src[self.end..]
+        )
     }
 
     /// 1-based line of the mutation's start.
@@ -66,7 +71,9 @@ fn binary_alternatives(op: &str) -> &'static [&'static str] {
 /// Every mutation inside the byte range [lo, hi) (a function body), with nested function
 /// definitions excluded (they are functions of their own).
 pub fn mutations_in(src: &str, lo: usize, hi: usize) -> Vec<Mutation> {
-    let Some(tree) = pysrc::parse(src) else { return Vec::new() };
+    let Some(tree) = pysrc::parse(src) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     visit(tree.root_node(), src, lo, hi, &mut out);
     out.retain(|m| {
@@ -82,7 +89,10 @@ fn visit(node: Node, src: &str, lo: usize, hi: usize, out: &mut Vec<Mutation>) {
     }
     let inside = node.start_byte() >= lo && node.end_byte() <= hi;
     if inside {
-        if matches!(node.kind(), "function_definition" | "decorated_definition" | "class_definition" | "lambda") {
+        if matches!(
+            node.kind(),
+            "function_definition" | "decorated_definition" | "class_definition" | "lambda"
+        ) {
             return;
         }
         mutate_node(node, src, out);
@@ -117,14 +127,24 @@ fn mutate_node(node: Node, src: &str, out: &mut Vec<Mutation>) {
             for child in node.children(&mut cursor) {
                 if !child.is_named() {
                     let alts = compare_alternatives(text(child, src));
-                    push(out, child, "compare", alts.iter().map(|s| s.to_string()).collect());
+                    push(
+                        out,
+                        child,
+                        "compare",
+                        alts.iter().map(|s| s.to_string()).collect(),
+                    );
                 }
             }
         }
         "binary_operator" => {
             if let Some(op) = node.child_by_field_name("operator") {
                 let alts = binary_alternatives(text(op, src));
-                push(out, op, "arith", alts.iter().map(|s| s.to_string()).collect());
+                push(
+                    out,
+                    op,
+                    "arith",
+                    alts.iter().map(|s| s.to_string()).collect(),
+                );
             }
         }
         "boolean_operator" => {
@@ -154,9 +174,20 @@ fn mutate_node(node: Node, src: &str, out: &mut Vec<Mutation>) {
                     let c = text(cond, src);
                     let simple = matches!(
                         cond.kind(),
-                        "identifier" | "call" | "attribute" | "subscript" | "parenthesized_expression" | "true" | "false" | "none"
+                        "identifier"
+                            | "call"
+                            | "attribute"
+                            | "subscript"
+                            | "parenthesized_expression"
+                            | "true"
+                            | "false"
+                            | "none"
                     );
-                    let inv = if simple { format!("not {c}") } else { format!("not ({c})") };
+                    let inv = if simple {
+                        format!("not {c}")
+                    } else {
+                        format!("not ({c})")
+                    };
                     push(out, cond, "invert", vec![inv]);
                 }
             }
@@ -164,11 +195,15 @@ fn mutate_node(node: Node, src: &str, out: &mut Vec<Mutation>) {
                 remove_branch(node, src, out);
             }
         }
-        "else_clause" => {
-            if node.parent().is_some_and(|p| p.kind() == "if_statement") {
-                if let Some(range) = whole_lines(node, src, 4) {
-                    out.push(Mutation { start: range.0, end: range.1, replacement: String::new(), op: "remove_branch", siblings: vec![] });
-                }
+        "else_clause" if node.parent().is_some_and(|p| p.kind() == "if_statement") => {
+            if let Some(range) = whole_lines(node, src, 4) {
+                out.push(Mutation {
+                    start: range.0,
+                    end: range.1,
+                    replacement: String::new(),
+                    op: "remove_branch",
+                    siblings: vec![],
+                });
             }
         }
         "integer" => {
@@ -177,8 +212,18 @@ fn mutate_node(node: Node, src: &str, out: &mut Vec<Mutation>) {
             if n > 1000 || in_default_or_decorator(node) {
                 return;
             }
-            let in_slice = node.parent().is_some_and(|p| matches!(p.kind(), "slice" | "subscript" | "unary_operator"));
-            let op = if in_slice || node.parent().is_some_and(|p| p.kind() == "comparison_operator") { "off_by_one" } else { "constant" };
+            let in_slice = node
+                .parent()
+                .is_some_and(|p| matches!(p.kind(), "slice" | "subscript" | "unary_operator"));
+            let op = if in_slice
+                || node
+                    .parent()
+                    .is_some_and(|p| p.kind() == "comparison_operator")
+            {
+                "off_by_one"
+            } else {
+                "constant"
+            };
             let mut alts = vec![(n + 1).to_string()];
             if n > 0 {
                 alts.insert(0, (n - 1).to_string());
@@ -193,19 +238,31 @@ fn mutate_node(node: Node, src: &str, out: &mut Vec<Mutation>) {
             for child in node.named_children(&mut cursor) {
                 if matches!(child.kind(), "identifier" | "attribute" | "call") {
                     let t = text(child, src);
-                    push(out, child, "off_by_one", vec![format!("{t} + 1"), format!("{t} - 1")]);
+                    push(
+                        out,
+                        child,
+                        "off_by_one",
+                        vec![format!("{t} + 1"), format!("{t} - 1")],
+                    );
                 }
             }
         }
         "call" => {
-            let Some(args) = node.child_by_field_name("arguments") else { return };
+            let Some(args) = node.child_by_field_name("arguments") else {
+                return;
+            };
             if args.kind() != "argument_list" {
                 return;
             }
             let mut cursor = args.walk();
             let named: Vec<Node> = args.named_children(&mut cursor).collect();
             if named.len() == 2
-                && named.iter().all(|a| !matches!(a.kind(), "keyword_argument" | "list_splat" | "dictionary_splat" | "comment"))
+                && named.iter().all(|a| {
+                    !matches!(
+                        a.kind(),
+                        "keyword_argument" | "list_splat" | "dictionary_splat" | "comment"
+                    )
+                })
             {
                 let (a, b) = (text(named[0], src), text(named[1], src));
                 if a != b && !a.contains('\n') && !b.contains('\n') {
@@ -246,7 +303,13 @@ fn remove_branch(node: Node, src: &str, out: &mut Vec<Mutation>) {
         return;
     }
     if let Some((s, e)) = whole_lines(node, src, 4) {
-        out.push(Mutation { start: s, end: e, replacement: String::new(), op: "remove_branch", siblings: vec![] });
+        out.push(Mutation {
+            start: s,
+            end: e,
+            replacement: String::new(),
+            op: "remove_branch",
+            siblings: vec![],
+        });
     }
 }
 
@@ -256,7 +319,9 @@ fn whole_lines(node: Node, src: &str, max_lines: usize) -> Option<(usize, usize)
     if !src[start..node.start_byte()].trim().is_empty() {
         return None;
     }
-    let end = src[node.end_byte()..].find('\n').map_or(src.len(), |i| node.end_byte() + i + 1);
+    let end = src[node.end_byte()..]
+        .find('\n')
+        .map_or(src.len(), |i| node.end_byte() + i + 1);
     if !src[node.end_byte()..end].trim().is_empty() {
         return None;
     }

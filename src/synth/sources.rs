@@ -17,10 +17,13 @@ pub struct PackageSpec {
     pub pythonpath: Vec<String>,
     /// Files never mutated (generated tables, version stubs), relative to the tree.
     pub exclude: Vec<String>,
+    /// Use this directory as the source instead of the sdist (for tests and local packages).
+    pub local_dir: Option<String>,
 }
 
 pub fn read_sources(path: &Path) -> Result<Vec<PackageSpec>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let list = |s: &str| -> Vec<String> {
         if s == "-" || s.is_empty() {
             Vec::new()
@@ -35,7 +38,12 @@ pub fn read_sources(path: &Path) -> Result<Vec<PackageSpec>> {
         }
         let cols: Vec<&str> = line.split('\t').collect();
         if cols.len() != 8 {
-            bail!("{}:{}: expected 8 tab-separated columns, got {}", path.display(), i + 1, cols.len());
+            bail!(
+                "{}:{}: expected 8 tab-separated columns, got {}",
+                path.display(),
+                i + 1,
+                cols.len()
+            );
         }
         out.push(PackageSpec {
             name: cols[0].into(),
@@ -46,6 +54,7 @@ pub fn read_sources(path: &Path) -> Result<Vec<PackageSpec>> {
             package_dir: cols[5].into(),
             pythonpath: list(cols[6]),
             exclude: list(cols[7]),
+            local_dir: None,
         });
     }
     Ok(out)

@@ -13,7 +13,11 @@ pub fn corpus_dir() -> PathBuf {
 pub fn corpus() -> Vec<Task> {
     let mut all = Vec::new();
     for split in ["train", "test"] {
-        let (tasks, errors) = load_tasks(&corpus_dir().join(format!("{split}.jsonl")), BadLine::Refuse).expect("corpus loads");
+        let (tasks, errors) = load_tasks(
+            &corpus_dir().join(format!("{split}.jsonl")),
+            BadLine::Refuse,
+        )
+        .expect("corpus loads");
         assert!(errors.is_empty());
         all.extend(tasks);
     }
@@ -25,7 +29,10 @@ pub fn corpus() -> Vec<Task> {
 pub fn grader_for(test: &str, tasks: &[Task], cfg: GraderConfig) -> Option<Grader> {
     let cache = cfg.cache_dir.clone();
     if !cache.join("pydeps").join("pytest").is_dir() {
-        eprintln!("SKIPPED {test}: pytest is not installed in {} (run scripts/install-sandbox-deps.sh)", cache.join("pydeps").display());
+        eprintln!(
+            "SKIPPED {test}: pytest is not installed in {} (run scripts/install-sandbox-deps.sh)",
+            cache.join("pydeps").display()
+        );
         return None;
     }
     for t in tasks {
@@ -65,5 +72,9 @@ pub fn sample(tasks: &[Task], per_skill_and_split: usize) -> Vec<Task> {
 }
 
 pub fn first(tasks: &[Task], skill: Skill) -> Task {
-    tasks.iter().find(|t| t.skill == skill).cloned().expect("a task of the skill")
+    tasks
+        .iter()
+        .find(|t| t.skill == skill)
+        .cloned()
+        .expect("a task of the skill")
 }

@@ -56,6 +56,14 @@ def pytest_runtest_logreport(report):
         _set_outcome(nodeid, "skipped")
 
 
+def pytest_runtest_setup(item):
+    # Tests that draw random numbers (random replacement caches, samplers) give the same
+    # outcome on every run, as pytest-randomly does with a fixed seed.
+    import random
+
+    random.seed(0)
+
+
 def pytest_collectreport(report):
     if report.failed:
         _collect_errors.append({"nodeid": report.nodeid, "message": _message(report)})
