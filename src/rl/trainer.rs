@@ -1,6 +1,9 @@
 //! The trainer core: one optimizer step of the policy-gradient objective over micro-batches of
 //! packed sequences, and saving/resuming the whole training state.
 //!
+//! [`Trainer::step_ce`] is the same step with masked next-token cross-entropy in place of the
+//! policy objective (the supervised warm start, `crate::sft`).
+//!
 //! A step is, per micro-batch: forward (keeping activations or only layer inputs), the chunked
 //! objective (giving `dL/d hidden` and the head's gradient), backward into the shared
 //! gradients; then one AdamW step at the schedule's learning rate. The loss weights are
@@ -16,7 +19,7 @@ use crate::backend::{Backend, LossGrads};
 use crate::model::{param_infos, Model, ParamInfo, Recompute, Weights};
 
 use super::checkpoint::{self, Checkpoint, TrainerState};
-use super::objective::{loss_weights, next_tokens, policy_loss, LossStats, LossTotals, ObjectiveConfig, PolicyMetrics, PolicyRows};
+use super::objective::{cross_entropy, loss_weights, next_tokens, policy_loss, LossAgg, LossStats, LossTotals, ObjectiveConfig, PolicyMetrics, PolicyRows};
 use super::optimizer::{AdamWConfig, AdamWState, StepStats};
 use super::schedule::LrSchedule;
 
@@ -108,19 +111,11 @@ impl<B: Backend> Trainer<B> {
     /// One optimizer step over `batches`.
     pub fn step(&mut self, be: &B, batches: &[MicroBatch]) -> Result<StepReport> {
         let c = self.model.config.clone();
-        let obj = &self.cfg.objective;
+        let obj = &self.cfg.objective.clone();
         let totals = LossTotals::of(batches.iter().map(|b| (&b.mask[..], &b.cu_seqlens[..])));
         ensure!(totals.tokens > 0, "the batch has no completion tokens");
         let recompute = if self.cfg.recompute { Recompute::Always } else { Recompute::Never };
-        let mut grads = match self.grads.take() {
-            Some(mut g) => {
-                for t in g.visit_mut() {
-                    be.fill(t, 0.0)?;
-                }
-                g
-            }
-            None => self.model.zero_grads(be)?,
-        };
+        let mut grads = self.zeroed_grads(be)?;
         let mut stats = LossStats::default();
         for (i, b) in batches.iter().enumerate() {
             let t = b.tokens.len();
@@ -147,9 +142,55 @@ impl<B: Backend> Trainer<B> {
             stats.combine(&s);
             self.model.backward(be, &fwd, &dh, &mut grads).with_context(|| format!("backward of micro-batch {i}"))?;
         }
+        self.apply(be, grads, stats)
+    }
+
+    /// One optimizer step of masked next-token cross-entropy over `batches`: the mean of
+    /// `-log p(target)` over the rows whose mask is non-zero in all micro-batches together
+    /// (`advantages` and the log-prob fields of the micro-batches are ignored).
+    pub fn step_ce(&mut self, be: &B, batches: &[MicroBatch]) -> Result<StepReport> {
+        let c = self.model.config.clone();
+        let totals = LossTotals::of(batches.iter().map(|b| (&b.mask[..], &b.cu_seqlens[..])));
+        ensure!(totals.tokens > 0, "the batch has no target tokens");
+        let recompute = if self.cfg.recompute { Recompute::Always } else { Recompute::Never };
+        let mut grads = self.zeroed_grads(be)?;
+        let mut stats = LossStats::default();
+        for (i, b) in batches.iter().enumerate() {
+            let t = b.tokens.len();
+            ensure!(b.mask.len() == t, "micro-batch {i}: {} mask rows for {t} tokens", b.mask.len());
+            let batch = self.model.pack(be, &b.tokens, &b.cu_seqlens)?;
+            let fwd = self.model.forward_packed(be, batch, Some(&recompute)).with_context(|| format!("forward of micro-batch {i}"))?;
+            let weights = loss_weights(&b.mask, &b.cu_seqlens, LossAgg::TokenMean, &totals, None);
+            let (d, v) = (c.hidden_size, c.vocab_size);
+            let mut dh = be.zeros(t * d)?;
+            let grads_out = LossGrads { d_hidden: &mut dh, d_head: grads.head_mut() };
+            let targets = next_tokens(&b.tokens, &b.cu_seqlens);
+            let (_, s) = cross_entropy(be, &fwd.hidden, self.model.weights.head(), d, v, &targets, &weights, self.cfg.objective.chunk(v), Some(grads_out))?;
+            stats.combine(&s);
+            self.model.backward(be, &fwd, &dh, &mut grads).with_context(|| format!("backward of micro-batch {i}"))?;
+        }
+        self.apply(be, grads, stats)
+    }
+
+    /// The gradient buffers of the last step zeroed in place, or fresh ones.
+    fn zeroed_grads(&mut self, be: &B) -> Result<Weights<B::Tensor>> {
+        match self.grads.take() {
+            Some(mut g) => {
+                for t in g.visit_mut() {
+                    be.fill(t, 0.0)?;
+                }
+                Ok(g)
+            }
+            None => self.model.zero_grads(be),
+        }
+    }
+
+    /// The AdamW step at the schedule's learning rate, closing a step.
+    fn apply(&mut self, be: &B, grads: Weights<B::Tensor>, stats: LossStats) -> Result<StepReport> {
         let lr = self.cfg.schedule.lr_at(self.opt.step + 1);
-        let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr)?;
+        let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr);
         self.grads = Some(grads);
+        let opt = opt?;
         self.step += 1;
         Ok(StepReport { policy: stats.metrics(), optimizer: opt })
     }
