@@ -13,6 +13,7 @@ pub mod model;
 pub mod rl;
 pub mod rollout;
 pub mod sandbox;
+pub mod sft;
 pub mod skills;
 pub mod synth;
 pub mod tokenizer;

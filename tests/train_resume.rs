@@ -219,7 +219,7 @@ fn sft_steps_lower_the_cross_entropy() {
     let tmp = tempfile::tempdir().unwrap();
     let mut t = new_trainer(&tmp.path().join("s"), false);
     let batch = synthetic_batch(&mut t);
-    let losses: Vec<f32> = (0..5).map(|_| t.sft_step(&Cpu, &batch).unwrap().policy.loss).collect();
+    let losses: Vec<f32> = (0..5).map(|_| t.step_ce(&Cpu, &batch).unwrap().policy.loss).collect();
     assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
     assert!(losses[0] > 2.0 && losses[0] < 5.0, "about ln(32) at the start: {losses:?}");
 }

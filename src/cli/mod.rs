@@ -7,6 +7,8 @@ pub mod device;
 pub mod eval;
 pub mod generate;
 pub mod report;
+pub mod sft;
+pub mod sft_data;
 pub mod synth;
 pub mod train;
 
@@ -30,6 +32,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Train a model with joint GRPO over the atomic skills.
     Train(train::TrainArgs),
+    /// Supervised fine-tuning on chat transcripts (assistant tokens only): the warm start.
+    Sft(sft::SftArgs),
+    /// Turn the skill corpus's gold answers into chat transcripts for `atomrl sft`.
+    SftData(sft_data::SftDataArgs),
     /// Build task instances from Python packages by mutation.
     Synth(synth::SynthArgs),
 }
@@ -42,5 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Train(args) => train::run(args),
+        Command::Sft(args) => sft::run(args),
+        Command::SftData(args) => sft_data::run(args),
     }
 }

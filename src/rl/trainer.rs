@@ -1,6 +1,9 @@
 //! The trainer core: one optimizer step of the policy-gradient objective over micro-batches of
 //! packed sequences, and saving/resuming the whole training state.
 //!
+//! [`Trainer::step_ce`] is the same step with masked next-token cross-entropy in place of the
+//! policy objective (the supervised warm start, `crate::sft`).
+//!
 //! A step is, per micro-batch: forward (keeping activations or only layer inputs), the chunked
 //! objective (giving `dL/d hidden` and the head's gradient), backward into the shared
 //! gradients; then one AdamW step at the schedule's learning rate. The loss weights are
@@ -119,25 +122,17 @@ impl<B: Backend> Trainer<B> {
 
     /// One optimizer step of the mean next-token cross-entropy over the masked rows of
     /// `batches` (the supervised warm start; advantages and log-probs are ignored).
-    pub fn sft_step(&mut self, be: &B, batches: &[MicroBatch]) -> Result<StepReport> {
+    pub fn step_ce(&mut self, be: &B, batches: &[MicroBatch]) -> Result<StepReport> {
         self.run_step(be, batches, Loss::CrossEntropy)
     }
 
     fn run_step(&mut self, be: &B, batches: &[MicroBatch], loss: Loss) -> Result<StepReport> {
         let c = self.model.config.clone();
-        let obj = &self.cfg.objective;
+        let obj = &self.cfg.objective.clone();
         let totals = LossTotals::of(batches.iter().map(|b| (&b.mask[..], &b.cu_seqlens[..])));
         ensure!(totals.tokens > 0, "the batch has no completion tokens");
         let recompute = self.cfg.recompute.clone();
-        let mut grads = match self.grads.take() {
-            Some(mut g) => {
-                for t in g.visit_mut() {
-                    be.fill(t, 0.0)?;
-                }
-                g
-            }
-            None => self.model.zero_grads(be)?,
-        };
+        let mut grads = self.zeroed_grads(be)?;
         let mut stats = LossStats::default();
         for (i, b) in batches.iter().enumerate() {
             let t = b.tokens.len();
@@ -175,9 +170,28 @@ impl<B: Backend> Trainer<B> {
             stats.combine(&s);
             self.model.backward(be, &fwd, &dh, &mut grads).with_context(|| format!("backward of micro-batch {i}"))?;
         }
+        self.apply(be, grads, stats)
+    }
+
+    /// The gradient buffers of the last step zeroed in place, or fresh ones.
+    fn zeroed_grads(&mut self, be: &B) -> Result<Weights<B::Tensor>> {
+        match self.grads.take() {
+            Some(mut g) => {
+                for t in g.visit_mut() {
+                    be.fill(t, 0.0)?;
+                }
+                Ok(g)
+            }
+            None => self.model.zero_grads(be),
+        }
+    }
+
+    /// The AdamW step at the schedule's learning rate, closing a step.
+    fn apply(&mut self, be: &B, grads: Weights<B::Tensor>, stats: LossStats) -> Result<StepReport> {
         let lr = self.cfg.schedule.lr_at(self.opt.step + 1);
-        let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr)?;
+        let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr);
         self.grads = Some(grads);
+        let opt = opt?;
         self.step += 1;
         Ok(StepReport { policy: stats.metrics(), optimizer: opt })
     }
