@@ -148,8 +148,10 @@ impl<B: Backend> Trainer<B> {
             self.model.backward(be, &fwd, &dh, &mut grads).with_context(|| format!("backward of micro-batch {i}"))?;
         }
         let lr = self.cfg.schedule.lr_at(self.opt.step + 1);
-        let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr)?;
+        let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr);
+        // Kept even when the update is refused, for inspection and reuse.
         self.grads = Some(grads);
+        let opt = opt?;
         self.step += 1;
         Ok(StepReport { policy: stats.metrics(), optimizer: opt })
     }
