@@ -206,7 +206,10 @@ fn update<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>, batches: &
         for micro in batches {
             match trainer.step(ctx.be, micro) {
                 Ok(r) => reports.push(r),
-                Err(e) if e.downcast_ref::<NonFiniteGradient>().is_some() => skipped += 1,
+                Err(e) if e.downcast_ref::<NonFiniteGradient>().is_some() => {
+                    eprintln!("note: update skipped, the weights are unchanged: {e}");
+                    skipped += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
