@@ -22,7 +22,23 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> R
     // Going through the text form gives errors that quote the offending key.
     let text = toml::to_string(&root).context("re-serialising the config")?;
     let origin = path.map_or("the command line".to_string(), |p| p.display().to_string());
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config ({origin} with overrides): {}", e.message()))
+    toml::from_str(&text).map_err(|e| {
+        let at = e.span().and_then(|span| key_at(&text, span.start)).map_or(String::new(), |k| format!("{k}: "));
+        anyhow::anyhow!("invalid config ({origin} with overrides): {at}{}", e.message())
+    })
+}
+
+/// The dotted key (`section.key`) whose line holds byte `offset` of a serialised TOML table.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?.trim();
+    let header = |l: &str| l.strip_prefix('[').and_then(|l| l.strip_suffix(']')).map(|l| l.trim_matches(['[', ']']).trim().to_string());
+    if let Some(h) = header(line) {
+        return Some(h);
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    let section = text[..start].lines().rev().find_map(|l| header(l.trim()));
+    Some(section.map_or(key.to_string(), |s| format!("{s}.{key}")))
 }
 
 /// `a.b.c=value`: the value is read as TOML (numbers, booleans, arrays, quoted strings) and
@@ -76,6 +92,10 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = load::<Outer>(None, &["trainer.lrr=0.5".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("lrr"), "{err:#}");
+        let err = load::<Outer>(None, &["trainer.lr=\"fast\"".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("trainer.lr: "), "{err:#}");
+        let err = load::<Outer>(None, &["seed=-3".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("seed: "), "{err:#}");
         let err = load::<Outer>(None, &["nonsense".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("key.path=value"), "{err:#}");
     }

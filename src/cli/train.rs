@@ -22,7 +22,7 @@ pub struct TrainArgs {
     /// Continue from the run directory's latest checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// Print the resolved config and exit.
+    /// Check the config, print it resolved (overrides applied, defaults filled in) and exit.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -30,8 +30,9 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let cfg = load_config(args.config.as_deref(), &args.overrides)?;
     if args.dry_run {
+        cfg.validate()?;
         print!("{}", toml::to_string(&cfg)?);
-        return cfg.validate();
+        return Ok(());
     }
     let device: Device = clap::ValueEnum::from_str(&cfg.model.device, true).map_err(|_| anyhow::anyhow!("model.device must be cpu, cuda or auto, got {:?}", cfg.model.device))?;
     let opts = RunOptions { output: args.output, resume: args.resume };

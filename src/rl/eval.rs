@@ -1,5 +1,5 @@
-//! Evaluation with the model's own completions: k samples per held-out task, graded in the
-//! sandbox, summarised per skill as `avg@k` (mean reward) and `pass@k` (any sample scored 1).
+//! Evaluation with the model's own completions: k samples per held-out task, graded by the
+//! environment, summarised per skill as `avg@k` (mean reward) and `pass@k` (any sample scored 1).
 
 use std::collections::BTreeMap;
 
@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::model::Model;
 use crate::rollout::{generate, EngineOptions, GenRequest, SamplingConfig};
-use crate::skills::{Grader, Skill};
+use crate::skills::Skill;
 use crate::tokenizer::Tokenizer;
 
+use super::environment::{grade_guarded, Environment};
 use super::tasks::PromptedTask;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -56,7 +57,7 @@ pub struct EvalOptions {
 }
 
 /// Generates `samples` completions per task and grades them.
-pub fn evaluate<B: Backend>(be: &B, model: &Model<B>, tokenizer: &Tokenizer, grader: &Grader, tasks: &[&PromptedTask], opts: &EvalOptions) -> Result<(EvalReport, Vec<EvalSample>)> {
+pub fn evaluate<B: Backend>(be: &B, model: &Model<B>, tokenizer: &Tokenizer, env: &dyn Environment, tasks: &[&PromptedTask], opts: &EvalOptions) -> Result<(EvalReport, Vec<EvalSample>)> {
     let k = opts.samples.max(1);
     let requests: Vec<GenRequest> = tasks
         .iter()
@@ -70,7 +71,7 @@ pub fn evaluate<B: Backend>(be: &B, model: &Model<B>, tokenizer: &Tokenizer, gra
     let completions = generate(be, model, requests, &engine, Some(tokenizer), |_, _| {})?;
     let texts: Vec<String> = completions.iter().map(|c| tokenizer.decode(&c.completion_ids)).collect::<Result<_>>()?;
     let items: Vec<(&crate::skills::Task, &str)> = texts.iter().enumerate().map(|(n, text)| (&tasks[n / k].task, strip_eos(text))).collect();
-    let grades = grader.grade_batch(&items);
+    let grades = grade_guarded(env, &items);
 
     let mut report = EvalReport { k, skills: BTreeMap::new() };
     let mut samples = Vec::new();

@@ -4,6 +4,7 @@
 
 pub mod advantages;
 pub mod checkpoint;
+pub mod environment;
 pub mod eval;
 pub mod objective;
 pub mod optimizer;

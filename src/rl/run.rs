@@ -18,6 +18,7 @@ use crate::skills::{Grader, GraderConfig, Skill};
 use crate::tokenizer::Tokenizer;
 
 use super::checkpoint::LATEST;
+use super::environment::Environment;
 use super::eval::{evaluate, pick_per_skill, EvalOptions, EvalReport};
 use super::run_config::RunConfig;
 use super::step::{step, StepContext};
@@ -42,15 +43,80 @@ fn train_config(cfg: &RunConfig) -> TrainConfig {
     }
 }
 
-/// Trains according to `cfg` on backend `be`.
+/// Trains according to `cfg` on backend `be`, graded by the skills' sandboxed grader.
 pub fn train<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<()> {
     cfg.validate()?;
-    let out = &opts.output;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    if !opts.resume && out.join(LATEST).exists() {
-        bail!("{} already holds a run; pass --resume to continue it or choose another --output", out.display());
+    check_run_dir(&opts.output, opts.resume)?;
+    let workers = if cfg.grading.workers == 0 { GraderConfig::default().workers } else { cfg.grading.workers };
+    let grader = Grader::new(GraderConfig { workers, ..GraderConfig::default() })?;
+    train_with(be, cfg, opts, &grader)
+}
+
+/// Files and directories whose presence means a run directory already holds a run.
+fn run_marks(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut marks: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n == LATEST || n == "metrics.jsonl" || n.starts_with("step_") || n.starts_with(".step_"))
+        .collect();
+    marks.sort();
+    marks
+}
+
+/// A fresh run needs a run directory that holds no run; a resumed one needs a directory.
+fn check_run_dir(out: &Path, resume: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!("--output {} is not a directory", out.display());
     }
-    std::fs::write(out.join("config.toml"), toml::to_string(cfg)?).context("writing the resolved config")?;
+    let marks = run_marks(out);
+    if !resume && !marks.is_empty() {
+        bail!("{} already holds a run ({}); pass --resume to continue it or choose another --output", out.display(), marks.join(", "));
+    }
+    Ok(())
+}
+
+/// Top-level `section.key` values that differ between two configs, as `key: old -> new`.
+fn config_changes(old: &toml::Table, new: &toml::Table) -> Vec<String> {
+    let mut out = Vec::new();
+    let flat = |t: &toml::Table| -> std::collections::BTreeMap<String, String> {
+        let mut m = std::collections::BTreeMap::new();
+        for (section, v) in t {
+            match v.as_table() {
+                Some(inner) => m.extend(inner.iter().map(|(k, v)| (format!("{section}.{k}"), v.to_string()))),
+                None => {
+                    m.insert(section.clone(), v.to_string());
+                }
+            }
+        }
+        m
+    };
+    let (a, b) = (flat(old), flat(new));
+    for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+        let (x, y) = (a.get(key).map_or("(unset)", String::as_str), b.get(key).map_or("(unset)", String::as_str));
+        if x != y {
+            out.push(format!("{key}: {x} -> {y}"));
+        }
+    }
+    out
+}
+
+/// Trains according to `cfg` on backend `be` with rewards from `env`.
+pub fn train_with<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions, env: &dyn Environment) -> Result<()> {
+    cfg.validate()?;
+    let out = &opts.output;
+    check_run_dir(out, opts.resume)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let config_path = out.join("config.toml");
+    let new_config = toml::Table::try_from(cfg)?;
+    if opts.resume {
+        if let Some(old) = std::fs::read_to_string(&config_path).ok().and_then(|t| t.parse::<toml::Table>().ok()) {
+            for change in config_changes(&old, &new_config) {
+                eprintln!("note: resuming with a changed config: {change}");
+            }
+        }
+    }
+    std::fs::write(&config_path, toml::to_string(&new_config)?).context("writing the resolved config")?;
 
     let tokenizer = Tokenizer::from_dir(&cfg.model.path).with_context(|| format!("loading the tokenizer of {}", cfg.model.path.display()))?;
     let weight = |s: Skill| cfg.data.weight(s);
@@ -59,13 +125,15 @@ pub fn train<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<(
     for note in pool.notes.iter().chain(eval_pool.iter().flat_map(|p| &p.notes)) {
         eprintln!("note: {note}");
     }
-    let workers = if cfg.grading.workers == 0 { GraderConfig::default().workers } else { cfg.grading.workers };
-    let grader = Grader::new(GraderConfig { workers, ..GraderConfig::default() })?;
     let all: Vec<crate::skills::Task> = pool.tasks.iter().chain(eval_pool.iter().flat_map(|p| &p.tasks)).map(|t| t.task.clone()).collect();
-    grader.prepare(&all)?;
+    env.prepare(&all)?;
 
     let mut trainer = start(be, cfg, opts)?;
     let first = trainer.step + 1;
+    if first > cfg.trainer.max_steps {
+        eprintln!("note: the run in {} is at step {}, which reaches trainer.max_steps = {}: nothing to do (raise trainer.max_steps to go on)", out.display(), trainer.step, cfg.trainer.max_steps);
+        return Ok(());
+    }
     let reference = if cfg.objective.kl_coef > 0.0 { Some(Model::load(be, &cfg.model.path)?) } else { None };
     let mut log = MetricsLog::open(out, Some(trainer.step))?;
     let counts: Vec<String> = pool.skills().iter().map(|(s, n)| format!("{} {n}", s.name())).collect();
@@ -78,7 +146,7 @@ pub fn train<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<(
         }
         let sampling = SamplingConfig { temperature: cfg.eval.temperature, seed: cfg.trainer.seed, max_new_tokens: cfg.rollout.max_response_tokens, ..SamplingConfig::default() };
         let opts = EvalOptions { samples: cfg.eval.samples, sampling, max_batch: cfg.rollout.max_batch };
-        Ok(Some(evaluate(be, model, &tokenizer, &grader, &eval_tasks, &opts)?.0))
+        Ok(Some(evaluate(be, model, &tokenizer, env, &eval_tasks, &opts)?.0))
     };
     let mut before: Option<EvalReport> = trainer.history.get("eval_before").and_then(|v| serde_json::from_value(v.clone()).ok());
     if cfg.eval.before_and_after && first == 1 {
@@ -89,7 +157,7 @@ pub fn train<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<(
         }
     }
 
-    let ctx = StepContext { be, cfg, tokenizer: &tokenizer, grader: &grader, pool: &pool, reference: reference.as_ref() };
+    let ctx = StepContext { be, cfg, tokenizer: &tokenizer, env, pool: &pool, reference: reference.as_ref() };
     let progress = Progress::new("train", trainer.step, cfg.trainer.max_steps);
     let mut last_eval = None;
     for n in first..=cfg.trainer.max_steps {
@@ -106,7 +174,7 @@ pub fn train<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<(
         }
         log.append(n, &m)?;
         progress.step(n, &summary(&m));
-        if n % cfg.checkpoint.every.max(1) == 0 || n == cfg.trainer.max_steps {
+        if (cfg.checkpoint.every > 0 && n % cfg.checkpoint.every == 0) || n == cfg.trainer.max_steps {
             trainer.save(be, out)?;
         }
     }

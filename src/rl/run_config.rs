@@ -159,7 +159,7 @@ impl Default for EvalSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointSection {
-    /// Save every this many steps (and always after the last).
+    /// Save every this many steps, and always after the last (0: only after the last).
     pub every: u64,
     /// Checkpoints kept in the run directory.
     pub keep_last: usize,
@@ -195,7 +195,15 @@ impl RunConfig {
             self.objective.temperature,
             r.temperature
         );
-        ensure!(r.temperature > 0.0, "rollout.temperature must be > 0 for RL (greedy samples of a group are identical)");
+        ensure!(r.temperature > 0.0 && r.temperature.is_finite(), "rollout.temperature must be > 0 for RL (greedy samples of a group are identical)");
+        ensure!(r.top_p > 0.0 && r.top_p <= 1.0, "rollout.top_p must be in (0, 1], got {}", r.top_p);
+        ensure!((0.0..1.0).contains(&r.min_p), "rollout.min_p must be in [0, 1), got {}", r.min_p);
+        ensure!(r.max_batch >= 1, "rollout.max_batch must be at least 1");
+        ensure!(r.max_prompt_tokens >= 1, "rollout.max_prompt_tokens must be at least 1");
+        ensure!(["cpu", "cuda", "auto"].contains(&self.model.device.to_ascii_lowercase().as_str()), "model.device must be cpu, cuda or auto, got {:?}", self.model.device);
+        ensure!(self.trainer.max_steps >= 1, "trainer.max_steps must be at least 1");
+        ensure!(self.checkpoint.keep_last >= 1, "checkpoint.keep_last must be at least 1 (resuming needs a checkpoint)");
+        ensure!(self.eval.temperature >= 0.0 && self.eval.temperature.is_finite(), "eval.temperature must be >= 0, got {}", self.eval.temperature);
         ensure!(self.trainer.epochs >= 1 && self.trainer.mini_batches >= 1, "trainer.epochs and trainer.mini_batches must be at least 1");
         ensure!(self.trainer.micro_batch_tokens >= 16, "trainer.micro_batch_tokens is too small");
         ensure!(!self.data.train.is_empty(), "data.train names no task file");

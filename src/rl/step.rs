@@ -22,10 +22,11 @@ use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::rollout::{generate, Completion, EngineOptions, FinishReason, GenRequest, SamplingConfig};
-use crate::skills::{Grade, Grader};
+use crate::skills::Grade;
 use crate::tokenizer::Tokenizer;
 
 use super::advantages::{group_advantages, Advantages};
+use super::environment::{grade_guarded, Environment};
 use super::eval::strip_eos;
 use super::objective::{policy_loss, PolicyRows};
 use super::optimizer::NonFiniteGradient;
@@ -38,7 +39,8 @@ pub struct StepContext<'a, B: Backend> {
     pub be: &'a B,
     pub cfg: &'a RunConfig,
     pub tokenizer: &'a Tokenizer,
-    pub grader: &'a Grader,
+    /// Scores the completions (the skills' `Grader` in `atomrl train`).
+    pub env: &'a dyn Environment,
     pub pool: &'a TaskPool,
     /// The frozen reference policy, present only when `objective.kl_coef > 0`.
     pub reference: Option<&'a Model<B>>,
@@ -112,11 +114,16 @@ pub fn rollout<B: Backend>(ctx: &StepContext<B>, policy: &Model<B>, picks: &[usi
         .collect()
 }
 
-/// Stage 2: every completion graded in the sandbox, in parallel. Never fails: a completion that
-/// breaks the grader scores 0 with a reason.
+/// Stage 2: every completion graded by the environment. Never fails: a completion that breaks
+/// the grader, or a grader that panics, scores 0 with a reason (see `grade_guarded`).
 pub fn grade<B: Backend>(ctx: &StepContext<B>, rollouts: &[Rollout]) -> Vec<Grade> {
     let items: Vec<(&crate::skills::Task, &str)> = rollouts.iter().map(|r| (&ctx.pool.tasks[r.task].task, strip_eos(&r.text))).collect();
-    ctx.grader.grade_batch(&items)
+    let grades = grade_guarded(ctx.env, &items);
+    let faults: Vec<&Grade> = grades.iter().filter(|g| g.reason == "internal" || g.is_infra_error()).collect();
+    if let Some(first) = faults.first() {
+        eprintln!("note: {} of {} completions could not be graded and score 0 ({}: {})", faults.len(), grades.len(), first.reason, first.detail);
+    }
+    grades
 }
 
 /// Stage 3 → batches: each kept rollout becomes a packed sequence (prompt + completion) whose
@@ -199,7 +206,10 @@ fn update<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>, batches: &
         for micro in batches {
             match trainer.step(ctx.be, micro) {
                 Ok(r) => reports.push(r),
-                Err(e) if e.downcast_ref::<NonFiniteGradient>().is_some() => skipped += 1,
+                Err(e) if e.downcast_ref::<NonFiniteGradient>().is_some() => {
+                    eprintln!("note: update skipped, the weights are unchanged: {e}");
+                    skipped += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -229,6 +239,8 @@ fn rollout_metrics<B: Backend>(ctx: &StepContext<B>, rollouts: &[Rollout], grade
     m.insert("response_length/clip_ratio".into(), mean(rollouts.iter().map(|r| (r.completion.finish_reason == FinishReason::Length) as u8 as f64)));
     m.insert("grading/infra_errors".into(), grades.iter().filter(|g| g.is_infra_error()).count() as f64);
     m.insert("grading/format_errors".into(), grades.iter().filter(|g| g.reason == "format").count() as f64);
+    m.insert("grading/internal_errors".into(), grades.iter().filter(|g| g.reason == "internal").count() as f64);
+    m.insert("grading/timeouts".into(), grades.iter().filter(|g| g.reason == "timeout").count() as f64);
 }
 
 fn train_metrics(reports: &[StepReport], m: &mut Metrics) {

@@ -190,6 +190,7 @@ impl<B: Backend> Trainer<B> {
     fn apply(&mut self, be: &B, grads: Weights<B::Tensor>, stats: LossStats) -> Result<StepReport> {
         let lr = self.cfg.schedule.lr_at(self.opt.step + 1);
         let opt = self.opt.step(be, &self.cfg.optimizer, &self.infos, &mut self.model.weights, &grads, lr);
+        // Kept even when the update is refused, for inspection and reuse.
         self.grads = Some(grads);
         let opt = opt?;
         self.step += 1;
