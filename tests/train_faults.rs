@@ -40,7 +40,7 @@ fn setup(root: &Path, tasks: Option<&Path>, overrides: &[&str]) -> Setup {
 
 fn trainer(s: &Setup) -> Trainer<Cpu> {
     let c = &s.cfg;
-    let tc = TrainConfig { objective: c.objective.clone(), optimizer: c.optimizer.clone(), schedule: c.schedule.clone(), recompute: false, seed: c.trainer.seed, keep_last: 1 };
+    let tc = TrainConfig { objective: c.objective.clone(), optimizer: c.optimizer.clone(), schedule: c.schedule.clone(), recompute: c.trainer.recompute.clone(), seed: c.trainer.seed, keep_last: 1 };
     Trainer::new(&Cpu, Model::load(&Cpu, &c.model.path).unwrap(), tc, &c.model.path).unwrap()
 }
 
