@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ "${1:-}" = "--full" ]; then
-  export ATOMRL_FULL=1
+  export ATOMRL_FULL=1 ATOMRL_FULL_CORPUS=1
 fi
 # A kernel that does not compile fails the build once the compiler is installed.
 if [ -x .cache/cuda/nvidia/cu13/bin/nvcc ] || command -v nvcc >/dev/null; then
