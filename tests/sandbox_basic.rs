@@ -58,7 +58,14 @@ fn exit_codes_and_signals_are_reported() {
         sh(&sb, ws.path(), "exit 3", &Limits::default()).exit,
         Exit::Code(3)
     );
-    let killed = sh(&sb, ws.path(), "kill -9 $$", &Limits::default()).exit;
+    // The command is the namespace's init (immune to its own signals): kill it from a child.
+    let killed = sh(
+        &sb,
+        ws.path(),
+        "sh -c 'kill -9 $PPID'; sleep 5",
+        &Limits::default(),
+    )
+    .exit;
     assert!(
         matches!(killed, Exit::Signal(9) | Exit::Code(137)),
         "{killed:?}"
@@ -221,7 +228,28 @@ fn a_missing_bwrap_is_a_clear_error_unless_unsandboxed_is_allowed() {
     assert_eq!(out.stdout, "hi\n");
     // Unsandboxed, a process can leave the group and keep the pipes open: the run still ends.
     let start = Instant::now();
-    let out = sh(&sb, ws.path(), "setsid sleep 20 & echo started", &Limits::default());
+    let out = sh(
+        &sb,
+        ws.path(),
+        "setsid sleep 20 & echo started",
+        &Limits::default(),
+    );
     assert_eq!(out.stdout, "started\n");
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn many_short_runs_do_not_exhaust_the_process_limit() {
+    let Some(sb) = sandbox("many_runs") else {
+        return;
+    };
+    let ws = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        procs: 8,
+        ..Limits::default()
+    };
+    for i in 0..80 {
+        let out = sh(&sb, ws.path(), "true", &limits);
+        assert_eq!(out.exit, Exit::Code(0), "run {i}: {out:?}");
+    }
 }

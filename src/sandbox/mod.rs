@@ -5,8 +5,9 @@
 //! tmpfs holding only read-only binds of the system directories (`/usr`, `/lib*`, `/bin`, a few
 //! files of `/etc`), the read-only mounts the caller asks for (the Python dependencies, the
 //! grading harness), a private `/tmp`, and the workspace, the only host directory bound
-//! read-write. When the process runs as root it first drops to a dedicated unprivileged uid per
-//! concurrent run, so that the process limit counts only that run's processes. rlimits cap CPU
+//! read-write. When the process runs as root it first drops to an unprivileged uid that no other
+//! run is using (and that was not used recently), so that the process limit counts only that run's
+//! processes. The command is the PID namespace's init (`--as-pid-1`). rlimits cap CPU
 //! seconds, address space, processes, file size and open files; a wall-clock timeout kills the
 //! whole process group (and with it the PID namespace); captured output is capped, and a writer
 //! past the cap gets a broken pipe.
@@ -81,7 +82,9 @@ pub struct SandboxConfig {
     pub bwrap: PathBuf,
     /// Run without namespaces (rlimits and timeout only) when bwrap cannot work. Off by default.
     pub allow_unsandboxed: bool,
-    /// First uid of the range used when running as root (one uid per concurrent run).
+    /// First uid of the range used when running as root: `UIDS_PER_PROCESS` uids, one per run,
+    /// rotated so that a uid is not reused while the host's init may still be reaping what its
+    /// last run left behind.
     pub uid_base: u32,
 }
 
@@ -90,7 +93,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             bwrap: PathBuf::from("bwrap"),
             allow_unsandboxed: false,
-            uid_base: 200_000 + (std::process::id() % 4096) * MAX_SLOTS as u32,
+            uid_base: 200_000 + (std::process::id() % 256) * UIDS_PER_PROCESS,
         }
     }
 }
@@ -149,6 +152,11 @@ pub struct Sandbox {
 }
 
 const MAX_SLOTS: usize = 64;
+/// Uids per slot, used in turn.
+const UIDS_PER_SLOT: u32 = 64;
+pub const UIDS_PER_PROCESS: u32 = MAX_SLOTS as u32 * UIDS_PER_SLOT;
+static SLOT_USES: [std::sync::atomic::AtomicU32; MAX_SLOTS] =
+    [const { std::sync::atomic::AtomicU32::new(0) }; MAX_SLOTS];
 static SLOTS: Mutex<u64> = Mutex::new(0);
 static SLOT_FREED: Condvar = Condvar::new();
 
@@ -268,7 +276,9 @@ impl Sandbox {
     /// the command itself does is reported in `RunOutput`.
     pub fn run(&self, job: &Job) -> Result<RunOutput> {
         let slot = Slot::take();
-        let uid = self.cfg.uid_base + slot.0 as u32;
+        let turn =
+            SLOT_USES[slot.0].fetch_add(1, std::sync::atomic::Ordering::Relaxed) % UIDS_PER_SLOT;
+        let uid = self.cfg.uid_base + slot.0 as u32 * UIDS_PER_SLOT + turn;
         let drop_to = if self.is_root && self.mode == Mode::Bwrap {
             Some(uid)
         } else {
