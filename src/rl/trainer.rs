@@ -214,6 +214,31 @@ impl<B: Backend> Trainer<B> {
         Ok(dir)
     }
 
+    /// The run's trainer: with `resume`, the newest usable checkpoint in `run_dir` (rejected
+    /// newer ones are reported), taking `cfg` as the configuration from now on; otherwise, or
+    /// when there is nothing to resume, a fresh trainer on the model at `model_path`.
+    pub fn resume_or_new(be: &B, run_dir: &Path, resume: bool, model_path: &Path, cfg: TrainConfig) -> Result<Self> {
+        if resume {
+            if let Some((mut trainer, rejected)) = Self::resume(be, run_dir)? {
+                for r in rejected {
+                    eprintln!("note: skipped checkpoint: {r}");
+                }
+                trainer.cfg = cfg;
+                // A run may make several optimizer updates per step; it records their count.
+                if let Some(s) = trainer.history.get("optimizer_step").and_then(|v| v.as_u64()) {
+                    trainer.opt.step = s;
+                }
+                eprintln!("resuming from step {}", trainer.step);
+                return Ok(trainer);
+            }
+            eprintln!("note: nothing to resume in {}; starting a new run", run_dir.display());
+        }
+        let model = Model::load(be, model_path).with_context(|| format!("loading {}", model_path.display()))?;
+        let mut trainer = Self::new(be, model, cfg, model_path)?;
+        trainer.history = serde_json::json!({});
+        Ok(trainer)
+    }
+
     /// Continues from the newest usable checkpoint in `run_dir` (see [`checkpoint::load_latest`]);
     /// `None` when there is none. The run configuration comes from the checkpoint; rejected
     /// newer checkpoints are returned with the trainer.

@@ -415,21 +415,7 @@ fn evaluator<'a>(cfg: &'a SftConfig, tokenizer: &'a Tokenizer, notes: &mut Vec<S
 
 /// A fresh trainer on the configured model, or the run directory's latest checkpoint.
 fn start<B: Backend>(be: &B, cfg: &SftConfig, opts: &SftOptions) -> Result<Trainer<B>> {
-    if opts.resume {
-        if let Some((mut trainer, rejected)) = Trainer::resume(be, &opts.output)? {
-            for r in rejected {
-                eprintln!("note: skipped checkpoint: {r}");
-            }
-            trainer.cfg = train_config(cfg);
-            eprintln!("resuming from step {}", trainer.step);
-            return Ok(trainer);
-        }
-        eprintln!("note: nothing to resume in {}; starting a new run", opts.output.display());
-    }
-    let model = Model::load(be, &cfg.model.path).with_context(|| format!("loading {}", cfg.model.path.display()))?;
-    let mut trainer = Trainer::new(be, model, train_config(cfg), &cfg.model.path)?;
-    trainer.history = json!({});
-    Ok(trainer)
+    Trainer::resume_or_new(be, &opts.output, opts.resume, &cfg.model.path, train_config(cfg))
 }
 
 fn summary(m: &Metrics) -> String {
