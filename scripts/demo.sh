@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin atomrl
 bash scripts/install-sandbox-deps.sh >/dev/null
 bash scripts/fetch-corpus-sources.sh >/dev/null
-model=$(bash scripts/fetch-smollm2.sh target/release/atomrl)
-atomrl=target/release/atomrl
+atomrl="${CARGO_TARGET_DIR:-target}/release/atomrl"
+model=$(bash scripts/fetch-smollm2.sh "$atomrl")
+
 out=runs/demo
 mkdir -p "$out"
 

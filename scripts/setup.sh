@@ -12,4 +12,4 @@ for step in install-nvcc.sh install-sandbox-deps.sh fetch-corpus-sources.sh; do
 done
 echo "== setup: fetch-smollm2.sh" >&2
 cargo build --quiet --bin atomrl
-bash scripts/fetch-smollm2.sh target/debug/atomrl >/dev/null
+bash scripts/fetch-smollm2.sh "${CARGO_TARGET_DIR:-target}/debug/atomrl" >/dev/null
