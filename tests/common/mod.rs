@@ -18,16 +18,15 @@ pub fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / (scale + floor)
 }
 
-/// A small deterministic generator for test data (SplitMix64).
+/// A small deterministic generator for test data: the trainer's own SplitMix64.
 pub struct TestRng(pub u64);
 
 impl TestRng {
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut rng = atomrl::rl::trainer::Rng(self.0);
+        let x = rng.next_u64();
+        self.0 = rng.0;
+        x
     }
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f32 {
