@@ -10,6 +10,7 @@ use atomrl::model::Model;
 use atomrl::rollout::{generate, EngineOptions, GenRequest, SamplingConfig};
 
 fn main() {
+    atomrl::backend::cpu::join_thread_pool(); // as the binary does
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2/hf");
     if !dir.join("model.safetensors").exists() {
         println!("skipped: {} not found (run scripts/fetch-smollm2.sh)", dir.display());

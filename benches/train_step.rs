@@ -38,6 +38,7 @@ fn cpu_seconds() -> (f64, f64) {
 }
 
 fn main() -> anyhow::Result<()> {
+    atomrl::backend::cpu::join_thread_pool(); // as the binary does
     let steps: usize = std::env::var("ATOMRL_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let recompute = if std::env::var("ATOMRL_BENCH_RECOMPUTE").is_ok_and(|v| v == "1") { Recompute::Always } else { Recompute::Never };
     let be = Cpu;

@@ -16,6 +16,14 @@ use rayon::prelude::*;
 
 use super::{AdamW, Backend, CausalAttn, CrossEntropy, Gemm, LossGrads, LossStat, PagedAttn, PolicyLoss, Rope, SampleParams, Sampled};
 
+/// Makes the calling thread one of rayon's workers; call it first thing from the thread that
+/// drives the model. Every op is a rayon fork-join, and from a thread outside the pool each one
+/// would be handed to the pool and waited on, a sleep and a wake-up per op, hundreds per decoded
+/// token. Does nothing when the global pool already exists.
+pub fn join_thread_pool() {
+    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+}
+
 /// The CPU backend. Stateless: tensors are plain `Vec<f32>`, indices `Vec<u32>`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
