@@ -147,3 +147,43 @@ fn samples_of_one_prompt_share_its_prefill_and_match_separate_runs() {
     let distinct: std::collections::BTreeSet<_> = together.iter().map(|c| c.completion_ids.clone()).collect();
     assert!(distinct.len() > 1, "different streams should draw different samples");
 }
+
+/// A multi-turn episode on the engine: turn 2 continues the cached sequence with new tokens on
+/// top of turn 1's output and samples exactly what one long prompt of the same tokens gives,
+/// while another sequence keeps decoding in the same batches.
+#[test]
+fn a_continued_sequence_matches_one_long_prompt() {
+    use atomrl::rollout::Engine;
+    let m = model("tiny-qwen2");
+    let opts = EngineOptions { max_batch: 4, block_size: 4, ..EngineOptions::default() };
+    let mut engine = Engine::new(&Cpu, &m, opts.clone(), 256).unwrap();
+    let first = vec![5u32, 17, 42, 8];
+    let observation = vec![61u32, 3, 29];
+    engine.submit(GenRequest { id: 7, prompt: first.clone(), sampling: greedy(6) }).unwrap();
+    engine.submit(GenRequest { id: 9, prompt: vec![11, 12], sampling: greedy(20) }).unwrap();
+    let err = engine.submit(GenRequest { id: 7, prompt: vec![1], sampling: greedy(1) }).unwrap_err();
+    assert!(err.to_string().contains("already has a turn in progress"), "{err}");
+    let (mut t1, mut t2) = (None, None);
+    while !engine.is_idle() {
+        for c in engine.step(None, &mut |_, _| {}).unwrap() {
+            if c.id != 7 {
+                continue;
+            }
+            if t1.is_none() {
+                t1 = Some(c);
+                engine.submit(GenRequest { id: 7, prompt: observation.clone(), sampling: greedy(5) }).unwrap();
+            } else {
+                t2 = Some(c);
+            }
+        }
+    }
+    let (t1, t2) = (t1.unwrap(), t2.unwrap());
+    assert_eq!(engine.len(7), first.len() + t1.completion_ids.len() + observation.len() + t2.completion_ids.len());
+    let long: Vec<u32> = first.iter().chain(&t1.completion_ids).chain(&observation).copied().collect();
+    let want = generate(&Cpu, &m, vec![GenRequest { id: 0, prompt: long, sampling: greedy(5) }], &opts, None, |_, _| {}).unwrap();
+    assert_eq!(t2.completion_ids, want[0].completion_ids);
+    for (a, b) in t2.completion_logprobs.iter().zip(&want[0].completion_logprobs) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    assert_eq!(t2.prompt_ids, observation);
+}

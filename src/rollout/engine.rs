@@ -90,8 +90,147 @@ struct Active {
     req: GenRequest,
     out: Completion,
     budget: usize,
-    /// Tokens not yet in the cache: the prompt at first, then the last sampled token.
+    /// Tokens not yet in the cache: the turn's new tokens at first, then the last sampled token.
     pending: Vec<u32>,
+    /// The sequence had nothing cached when admitted (it may share a prompt with another).
+    fresh: bool,
+}
+
+/// The continuous-batching engine as a value, for callers that interleave generation with other
+/// work: each `submit` starts a turn (a new sequence, or more tokens on top of a sequence kept in
+/// the cache from an earlier turn), each `step` decodes one token of every admitted turn and
+/// returns the turns that finished. A finished sequence stays cached until `release`, so a
+/// multi-turn episode appends its next observation without recomputing anything.
+pub struct Engine<'a, B: Backend> {
+    be: &'a B,
+    model: &'a Model<B>,
+    opts: EngineOptions,
+    cache: KvCache<B>,
+    queue: VecDeque<GenRequest>,
+    active: Vec<Active>,
+    /// Tokens sampled so far per sequence: the Philox step, so later turns draw fresh numbers.
+    drawn: HashMap<u32, u32>,
+    /// The last token of a sequence's finished turn: sampled, not yet in the cache; the next
+    /// turn feeds it first.
+    tail: HashMap<u32, u32>,
+}
+
+impl<'a, B: Backend> Engine<'a, B> {
+    /// An engine whose cache holds `capacity_tokens` tokens across all sequences.
+    pub fn new(be: &'a B, model: &'a Model<B>, opts: EngineOptions, capacity_tokens: usize) -> Result<Self> {
+        let cache = KvCache::new(be, &model.config, capacity_tokens, opts.block_size)?;
+        Ok(Engine { be, model, opts, cache, queue: VecDeque::new(), active: Vec::new(), drawn: HashMap::new(), tail: HashMap::new() })
+    }
+
+    /// Queues a turn: `req.prompt` is appended to sequence `req.id` (new or cached) and then up to
+    /// `max_new_tokens` are sampled. A sequence runs one turn at a time.
+    pub fn submit(&mut self, req: GenRequest) -> Result<()> {
+        req.sampling.validate()?;
+        ensure!(!req.prompt.is_empty(), "request {}: the prompt is empty", req.id);
+        ensure!(
+            !self.queue.iter().any(|q| q.id == req.id) && !self.active.iter().any(|a| a.req.id == req.id),
+            "request {} already has a turn in progress",
+            req.id
+        );
+        let ctx = self.model.config.max_position_embeddings;
+        let total = self.uncached_len(req.id) + req.prompt.len();
+        if total >= ctx {
+            bail!("request {}: the prompt has {total} tokens but the model's context is {ctx}", req.id);
+        }
+        self.queue.push_back(req);
+        Ok(())
+    }
+
+    /// Tokens of sequence `id` so far (cached, plus the last sampled token).
+    pub fn len(&self, id: u32) -> usize {
+        self.uncached_len(id)
+    }
+
+    fn uncached_len(&self, id: u32) -> usize {
+        self.cache.len(id as u64) + self.tail.contains_key(&id) as usize
+    }
+
+    /// No turn queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.active.is_empty()
+    }
+
+    /// Forgets sequence `id` and frees its cache.
+    pub fn release(&mut self, id: u32) {
+        self.cache.release(id as u64);
+        self.drawn.remove(&id);
+        self.tail.remove(&id);
+    }
+
+    /// Admits queued turns up to `max_batch` (as long as their tokens fit in the cache), runs one
+    /// forward call and one sampling step, and returns the turns that finished, in any order.
+    /// `on_token(id, token)` sees every drawn token; `tokenizer` is needed for stop strings.
+    pub fn step(&mut self, tokenizer: Option<&Tokenizer>, on_token: &mut impl FnMut(u32, u32)) -> Result<Vec<Completion>> {
+        self.admit()?;
+        if self.active.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (be, model) = (self.be, self.model);
+        let (entries, rows, forks) = plan_step(&self.active);
+        let entries: Vec<(u64, &[u32])> = entries.iter().map(|&i| (self.active[i].req.id as u64, self.active[i].pending.as_slice())).collect();
+        let mut logits = model.forward_cached(be, &mut self.cache, &entries, false)?;
+        if !forks.is_empty() {
+            for &(leader, follower) in &forks {
+                self.cache.fork(be, self.active[leader].req.id as u64, self.active[follower].req.id as u64)?;
+            }
+            logits = gather_rows(be, &logits, &rows, model.config.vocab_size)?;
+        }
+        let params: Vec<SampleParams> = self
+            .active
+            .iter()
+            .map(|a| {
+                let s = &a.req.sampling;
+                let step = self.drawn.get(&a.req.id).copied().unwrap_or(0);
+                SampleParams { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, seed: s.seed, stream: a.req.id, step }
+            })
+            .collect();
+        let drawn = be.sample(&logits, model.config.vocab_size, &params)?;
+
+        let mut finished = Vec::new();
+        let mut still = Vec::with_capacity(self.active.len());
+        for (mut a, d) in std::mem::take(&mut self.active).into_iter().zip(drawn) {
+            a.out.completion_ids.push(d.token);
+            a.out.completion_logprobs.push(d.logprob);
+            *self.drawn.entry(a.req.id).or_insert(0) += 1;
+            a.fresh = false;
+            on_token(a.req.id, d.token);
+            let stopped = self.opts.stop_ids.contains(&d.token) || hits_stop_string(&a, tokenizer)?;
+            if stopped || a.out.completion_ids.len() >= a.budget {
+                a.out.finish_reason = if stopped { FinishReason::Stop } else { FinishReason::Length };
+                self.tail.insert(a.req.id, d.token);
+                finished.push(a.out);
+            } else {
+                a.pending = vec![d.token];
+                still.push(a);
+            }
+        }
+        self.active = still;
+        Ok(finished)
+    }
+
+    fn admit(&mut self) -> Result<()> {
+        let ctx = self.model.config.max_position_embeddings;
+        while self.active.len() < self.opts.max_batch.max(1) {
+            let Some(req) = self.queue.front() else { break };
+            let cached = self.uncached_len(req.id);
+            let need = req.prompt.len() + req.sampling.max_new_tokens;
+            if !self.cache.can_grow(req.id as u64, need.min(ctx - cached) + 1) {
+                ensure!(!self.active.is_empty(), "request {}: {need} more tokens do not fit in the KV cache even alone", req.id);
+                break; // wait for running turns to finish and free blocks
+            }
+            let req = self.queue.pop_front().expect("front exists");
+            let budget = req.sampling.max_new_tokens.min(ctx - cached - req.prompt.len());
+            let out = Completion { id: req.id, prompt_ids: req.prompt.clone(), completion_ids: Vec::new(), completion_logprobs: Vec::new(), finish_reason: FinishReason::Length };
+            let pending: Vec<u32> = self.tail.remove(&req.id).into_iter().chain(req.prompt.iter().copied()).collect();
+            self.active.push(Active { pending, req, out, budget, fresh: cached == 0 });
+        }
+        Ok(())
+    }
 }
 
 /// Runs every request to completion. `on_token(id, token)` is called as tokens are drawn (for
@@ -110,63 +249,24 @@ pub fn generate<B: Backend>(
     ids.sort_unstable();
     ensure!(ids.windows(2).all(|w| w[0] != w[1]), "request ids must be unique");
     for r in &requests {
-        r.sampling.validate()?;
-        ensure!(!r.prompt.is_empty(), "request {}: the prompt is empty", r.id);
-        if r.prompt.len() >= ctx {
-            bail!("request {}: the prompt has {} tokens but the model's context is {ctx}", r.id, r.prompt.len());
-        }
         if !r.sampling.stop.is_empty() && tokenizer.is_none() {
             bail!("stop strings need a tokenizer");
         }
         longest = longest.max((r.prompt.len() + r.sampling.max_new_tokens).min(ctx));
     }
     let max_batch = opts.max_batch.max(1).min(requests.len().max(1));
-    let mut cache = KvCache::new(be, &model.config, max_batch * (longest + opts.block_size), opts.block_size)?;
-    let mut queue: VecDeque<GenRequest> = requests.into();
-    let mut active: Vec<Active> = Vec::new();
+    let opts = EngineOptions { max_batch, ..opts.clone() };
+    let capacity = max_batch * (longest + opts.block_size);
+    let mut engine = Engine::new(be, model, opts, capacity)?;
+    for r in requests {
+        engine.submit(r)?;
+    }
     let mut done = Vec::new();
-
-    while !queue.is_empty() || !active.is_empty() {
-        while active.len() < max_batch {
-            let Some(req) = queue.pop_front() else { break };
-            let budget = req.sampling.max_new_tokens.min(ctx - req.prompt.len());
-            let out = Completion { id: req.id, prompt_ids: req.prompt.clone(), completion_ids: Vec::new(), completion_logprobs: Vec::new(), finish_reason: FinishReason::Length };
-            active.push(Active { pending: req.prompt.clone(), req, out, budget });
+    while !engine.is_idle() {
+        for c in engine.step(tokenizer, &mut on_token)? {
+            engine.release(c.id);
+            done.push(c);
         }
-        let (entries, rows, forks) = plan_step(&active);
-        let entries: Vec<(u64, &[u32])> = entries.iter().map(|&i| (active[i].req.id as u64, active[i].pending.as_slice())).collect();
-        let mut logits = model.forward_cached(be, &mut cache, &entries, false)?;
-        if !forks.is_empty() {
-            for &(leader, follower) in &forks {
-                cache.fork(be, active[leader].req.id as u64, active[follower].req.id as u64)?;
-            }
-            logits = gather_rows(be, &logits, &rows, model.config.vocab_size)?;
-        }
-        let params: Vec<SampleParams> = active
-            .iter()
-            .map(|a| {
-                let s = &a.req.sampling;
-                SampleParams { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, seed: s.seed, stream: a.req.id, step: a.out.completion_ids.len() as u32 }
-            })
-            .collect();
-        let drawn = be.sample(&logits, model.config.vocab_size, &params)?;
-
-        let mut still = Vec::with_capacity(active.len());
-        for (mut a, d) in active.into_iter().zip(drawn) {
-            a.out.completion_ids.push(d.token);
-            a.out.completion_logprobs.push(d.logprob);
-            on_token(a.req.id, d.token);
-            let stopped = opts.stop_ids.contains(&d.token) || hits_stop_string(&a, tokenizer)?;
-            if stopped || a.out.completion_ids.len() >= a.budget {
-                a.out.finish_reason = if stopped { FinishReason::Stop } else { FinishReason::Length };
-                cache.release(a.req.id as u64);
-                done.push(a.out);
-            } else {
-                a.pending = vec![d.token];
-                still.push(a);
-            }
-        }
-        active = still;
     }
     done.sort_by_key(|c| c.id);
     Ok(done)
@@ -181,8 +281,7 @@ fn plan_step(active: &[Active]) -> (Vec<usize>, Vec<usize>, Vec<(usize, usize)>)
     let mut forks = Vec::new();
     let mut leaders: HashMap<&[u32], usize> = HashMap::new();
     for (i, a) in active.iter().enumerate() {
-        let is_new = a.out.completion_ids.is_empty();
-        if is_new {
+        if a.fresh {
             if let Some(&leader) = leaders.get(a.req.prompt.as_slice()) {
                 forks.push((leader, i));
                 rows[i] = rows[leader];

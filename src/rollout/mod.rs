@@ -3,4 +3,4 @@
 
 mod engine;
 
-pub use engine::{generate, Completion, EngineOptions, FinishReason, GenRequest, SamplingConfig};
+pub use engine::{generate, Completion, Engine, EngineOptions, FinishReason, GenRequest, SamplingConfig};
