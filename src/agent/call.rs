@@ -8,6 +8,7 @@
 //! text, a ```json fence inside the tags, `arguments` given as a JSON string) and strict about
 //! the content (the tool name, the argument names and their types).
 
+use super::support::one_line;
 use serde_json::{Map, Value};
 
 const OPEN: &str = "<tool_call>";
@@ -93,12 +94,24 @@ pub const TOOL_NAMES: [&str; 6] = ["view", "search", "list", "run", "edit", "sub
 /// An example call of each tool.
 fn usage(tool: &str) -> &'static str {
     match tool {
-        "view" => r#"<tool_call>{"name": "view", "arguments": {"path": "pkg/mod.py", "start": 1, "end": 40}}</tool_call> (start and end optional)"#,
-        "search" => r#"<tool_call>{"name": "search", "arguments": {"pattern": "def name", "path": "pkg"}}</tool_call> (path optional)"#,
-        "list" => r#"<tool_call>{"name": "list", "arguments": {"path": "pkg"}}</tool_call> (path optional)"#,
-        "run" => r#"<tool_call>{"name": "run", "arguments": {"command": "python -m pytest -q"}}</tool_call>"#,
-        "edit" => r#"<tool_call>{"name": "edit", "arguments": {"path": "pkg/mod.py", "search": "old text", "replace": "new text"}}</tool_call>"#,
-        "submit" => r#"<tool_call>{"name": "submit", "arguments": {"answer": "..."}}</tool_call> (answer may be empty)"#,
+        "view" => {
+            r#"<tool_call>{"name": "view", "arguments": {"path": "pkg/mod.py", "start": 1, "end": 40}}</tool_call> (start and end optional)"#
+        }
+        "search" => {
+            r#"<tool_call>{"name": "search", "arguments": {"pattern": "def name", "path": "pkg"}}</tool_call> (path optional)"#
+        }
+        "list" => {
+            r#"<tool_call>{"name": "list", "arguments": {"path": "pkg"}}</tool_call> (path optional)"#
+        }
+        "run" => {
+            r#"<tool_call>{"name": "run", "arguments": {"command": "python -m pytest -q"}}</tool_call>"#
+        }
+        "edit" => {
+            r#"<tool_call>{"name": "edit", "arguments": {"path": "pkg/mod.py", "search": "old text", "replace": "new text"}}</tool_call>"#
+        }
+        "submit" => {
+            r#"<tool_call>{"name": "submit", "arguments": {"answer": "..."}}</tool_call> (answer may be empty)"#
+        }
         _ => r#"<tool_call>{"name": "view", "arguments": {"path": "pkg/mod.py"}}</tool_call>"#,
     }
 }
@@ -115,10 +128,6 @@ fn malformed_args(tool: &str, problem: &str) -> CallParse {
         "malformed {tool} call: {problem}. Usage: {}",
         usage(tool)
     )))
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The text of the first `<tool_call>` block: up to its closing tag, the next opening tag or
@@ -262,7 +271,9 @@ impl Args {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if v >= 1 => Ok(Some(v.min(usize::MAX as u64) as usize)),
-                _ => Err(format!("\"{key}\" must be a line number (1 or more), got {n}")),
+                _ => Err(format!(
+                    "\"{key}\" must be a line number (1 or more), got {n}"
+                )),
             },
             Some(v) => Err(format!("\"{key}\" must be a number, got {}", kind(&v))),
         }
@@ -352,20 +363,38 @@ mod tests {
     #[test]
     fn every_tool_parses() {
         assert_eq!(
-            call(r#"<tool_call>{"name": "view", "arguments": {"path": "pkg/mod.py", "start": 10, "end": 40}}</tool_call>"#),
-            ToolCall::View { path: "pkg/mod.py".into(), start: Some(10), end: Some(40) }
+            call(
+                r#"<tool_call>{"name": "view", "arguments": {"path": "pkg/mod.py", "start": 10, "end": 40}}</tool_call>"#
+            ),
+            ToolCall::View {
+                path: "pkg/mod.py".into(),
+                start: Some(10),
+                end: Some(40)
+            }
         );
         assert_eq!(
             call(r#"<tool_call>{"name": "view", "arguments": {"path": "a.py"}}</tool_call>"#),
-            ToolCall::View { path: "a.py".into(), start: None, end: None }
+            ToolCall::View {
+                path: "a.py".into(),
+                start: None,
+                end: None
+            }
         );
         assert_eq!(
-            call(r#"<tool_call>{"name": "search", "arguments": {"pattern": "def f\\(", "path": "pkg"}}</tool_call>"#),
-            ToolCall::Search { pattern: "def f\\(".into(), path: Some("pkg".into()) }
+            call(
+                r#"<tool_call>{"name": "search", "arguments": {"pattern": "def f\\(", "path": "pkg"}}</tool_call>"#
+            ),
+            ToolCall::Search {
+                pattern: "def f\\(".into(),
+                path: Some("pkg".into())
+            }
         );
         assert_eq!(
             call(r#"<tool_call>{"name": "search", "arguments": {"pattern": "x"}}</tool_call>"#),
-            ToolCall::Search { pattern: "x".into(), path: None }
+            ToolCall::Search {
+                pattern: "x".into(),
+                path: None
+            }
         );
         assert_eq!(
             call(r#"<tool_call>{"name": "list", "arguments": {}}</tool_call>"#),
@@ -376,20 +405,36 @@ mod tests {
             ToolCall::List { path: None }
         );
         assert_eq!(
-            call(r#"<tool_call>{"name": "run", "arguments": {"command": "python -m pytest -q"}}</tool_call>"#),
-            ToolCall::Run { command: "python -m pytest -q".into() }
+            call(
+                r#"<tool_call>{"name": "run", "arguments": {"command": "python -m pytest -q"}}</tool_call>"#
+            ),
+            ToolCall::Run {
+                command: "python -m pytest -q".into()
+            }
         );
         assert_eq!(
-            call(r#"<tool_call>{"name": "edit", "arguments": {"path": "a.py", "search": "x = 1\n", "replace": ""}}</tool_call>"#),
-            ToolCall::Edit { path: "a.py".into(), search: "x = 1\n".into(), replace: String::new() }
+            call(
+                r#"<tool_call>{"name": "edit", "arguments": {"path": "a.py", "search": "x = 1\n", "replace": ""}}</tool_call>"#
+            ),
+            ToolCall::Edit {
+                path: "a.py".into(),
+                search: "x = 1\n".into(),
+                replace: String::new()
+            }
         );
         assert_eq!(
-            call(r#"<tool_call>{"name": "submit", "arguments": {"answer": "pkg/mod.py"}}</tool_call>"#),
-            ToolCall::Submit { answer: "pkg/mod.py".into() }
+            call(
+                r#"<tool_call>{"name": "submit", "arguments": {"answer": "pkg/mod.py"}}</tool_call>"#
+            ),
+            ToolCall::Submit {
+                answer: "pkg/mod.py".into()
+            }
         );
         assert_eq!(
             call(r#"<tool_call>{"name": "submit", "arguments": {}}</tool_call>"#),
-            ToolCall::Submit { answer: String::new() }
+            ToolCall::Submit {
+                answer: String::new()
+            }
         );
         for (text, name) in [
             (r#"<tool_call>{"name": "list"}</tool_call>"#, "list"),
@@ -401,15 +446,23 @@ mod tests {
 
     #[test]
     fn wrapping_is_forgiven() {
-        let want = ToolCall::Run { command: "ls".into() };
+        let want = ToolCall::Run {
+            command: "ls".into(),
+        };
         // Arguments as a JSON string holding JSON.
         assert_eq!(
             call(r#"<tool_call>{"name": "run", "arguments": "{\"command\": \"ls\"}"}</tool_call>"#),
             want
         );
         // No closing tag at the end of the text, or one cut short.
-        assert_eq!(call(r#"Let me look. <tool_call>{"name": "run", "arguments": {"command": "ls"}}"#), want);
-        assert_eq!(call("<tool_call>\n{\"name\": \"run\", \"arguments\": {\"command\": \"ls\"}}\n</tool_"), want);
+        assert_eq!(
+            call(r#"Let me look. <tool_call>{"name": "run", "arguments": {"command": "ls"}}"#),
+            want
+        );
+        assert_eq!(
+            call("<tool_call>\n{\"name\": \"run\", \"arguments\": {\"command\": \"ls\"}}\n</tool_"),
+            want
+        );
         // Fenced JSON and whitespace.
         assert_eq!(
             call("<tool_call>\n```json\n{\"name\": \"run\",\n \"arguments\": {\"command\": \"ls\"}}\n```\n</tool_call>"),
@@ -442,20 +495,37 @@ mod tests {
     fn only_the_first_call_is_taken() {
         let text = r#"<tool_call>{"name": "list", "arguments": {"path": "a"}}</tool_call>
 <tool_call>{"name": "run", "arguments": {"command": "ls"}}</tool_call>"#;
-        assert_eq!(call(text), ToolCall::List { path: Some("a".into()) });
+        assert_eq!(
+            call(text),
+            ToolCall::List {
+                path: Some("a".into())
+            }
+        );
         // An unclosed first call ends at the next opening tag.
         let text = r#"<tool_call>{"name": "list", "arguments": {"path": "a"}}
 <tool_call>{"name": "run", "arguments": {"command": "ls"}}</tool_call>"#;
-        assert_eq!(call(text), ToolCall::List { path: Some("a".into()) });
+        assert_eq!(
+            call(text),
+            ToolCall::List {
+                path: Some("a".into())
+            }
+        );
         // A broken first call is not skipped for a good second one.
-        let text = r#"<tool_call>{"name": "list", </tool_call><tool_call>{"name": "list"}</tool_call>"#;
+        let text =
+            r#"<tool_call>{"name": "list", </tool_call><tool_call>{"name": "list"}</tool_call>"#;
         malformed(text);
     }
 
     #[test]
     fn no_tag_is_none() {
-        assert_eq!(parse_tool_call("The bug is in pkg/mod.py."), CallParse::None);
-        assert_eq!(parse_tool_call(r#"{"name": "list", "arguments": {}}"#), CallParse::None);
+        assert_eq!(
+            parse_tool_call("The bug is in pkg/mod.py."),
+            CallParse::None
+        );
+        assert_eq!(
+            parse_tool_call(r#"{"name": "list", "arguments": {}}"#),
+            CallParse::None
+        );
         assert_eq!(parse_tool_call(""), CallParse::None);
     }
 
@@ -463,27 +533,50 @@ mod tests {
     fn bad_content_is_malformed_with_the_problem_named() {
         let m = malformed(r#"<tool_call>{"name": "view", "arguments": {"path": }}</tool_call>"#);
         assert!(m.contains("invalid JSON"), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "open", "arguments": {"path": "a.py"}}</tool_call>"#);
-        assert!(m.contains("unknown tool \"open\"") && m.contains("view, search"), "{m}");
+        let m =
+            malformed(r#"<tool_call>{"name": "open", "arguments": {"path": "a.py"}}</tool_call>"#);
+        assert!(
+            m.contains("unknown tool \"open\"") && m.contains("view, search"),
+            "{m}"
+        );
         let m = malformed(r#"<tool_call>{"name": "view", "arguments": {}}</tool_call>"#);
-        assert!(m.contains("missing argument \"path\"") && m.contains("\"name\": \"view\""), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "edit", "arguments": {"path": "a.py", "search": "x"}}</tool_call>"#);
+        assert!(
+            m.contains("missing argument \"path\"") && m.contains("\"name\": \"view\""),
+            "{m}"
+        );
+        let m = malformed(
+            r#"<tool_call>{"name": "edit", "arguments": {"path": "a.py", "search": "x"}}</tool_call>"#,
+        );
         assert!(m.contains("missing argument \"replace\""), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "view", "arguments": {"path": "a.py", "start": "ten"}}</tool_call>"#);
+        let m = malformed(
+            r#"<tool_call>{"name": "view", "arguments": {"path": "a.py", "start": "ten"}}</tool_call>"#,
+        );
         assert!(m.contains("\"start\" must be a number"), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "view", "arguments": {"path": "a.py", "start": 0}}</tool_call>"#);
+        let m = malformed(
+            r#"<tool_call>{"name": "view", "arguments": {"path": "a.py", "start": 0}}</tool_call>"#,
+        );
         assert!(m.contains("\"start\" must be a line number"), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "run", "arguments": {"command": ["ls"]}}</tool_call>"#);
-        assert!(m.contains("\"command\" must be a string, got an array"), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "run", "arguments": {"command": "  "}}</tool_call>"#);
+        let m = malformed(
+            r#"<tool_call>{"name": "run", "arguments": {"command": ["ls"]}}</tool_call>"#,
+        );
+        assert!(
+            m.contains("\"command\" must be a string, got an array"),
+            "{m}"
+        );
+        let m =
+            malformed(r#"<tool_call>{"name": "run", "arguments": {"command": "  "}}</tool_call>"#);
         assert!(m.contains("\"command\" is empty"), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "view", "arguments": {"file": "a.py"}}</tool_call>"#);
+        let m =
+            malformed(r#"<tool_call>{"name": "view", "arguments": {"file": "a.py"}}</tool_call>"#);
         assert!(m.contains("missing argument \"path\""), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "view", "arguments": {"path": "a.py", "file": "a.py"}}</tool_call>"#);
+        let m = malformed(
+            r#"<tool_call>{"name": "view", "arguments": {"path": "a.py", "file": "a.py"}}</tool_call>"#,
+        );
         assert!(m.contains("unknown argument \"file\""), "{m}");
         let m = malformed(r#"<tool_call>{"arguments": {"path": "a.py"}}</tool_call>"#);
         assert!(m.contains("missing \"name\""), "{m}");
-        let m = malformed(r#"<tool_call>{"name": "run", "arguments": "{\"command\": "}</tool_call>"#);
+        let m =
+            malformed(r#"<tool_call>{"name": "run", "arguments": "{\"command\": "}</tool_call>"#);
         assert!(m.contains("\"arguments\" is not valid JSON"), "{m}");
         let m = malformed(r#"<tool_call>{"name": "run", "arguments": [1]}</tool_call>"#);
         assert!(m.contains("\"arguments\" must be a JSON object"), "{m}");

@@ -6,6 +6,10 @@
 
 pub use super::call::{parse_tool_call, CallParse, ToolCall, TOOLS_DOC, TOOL_NAMES};
 
+use super::support::{
+    clip_chars, clip_end, clip_middle, list_dir, looks_numbered, one_line, read_file, walk,
+    MAX_SEARCH_FILE_BYTES,
+};
 use crate::sandbox::{Exit, WORKSPACE};
 use crate::skills::grader::{Variant, Workspace};
 use crate::skills::patch::{parse_unified_diff, safe_join, unified_diff, FileEdit};
@@ -60,20 +64,6 @@ impl Observation {
         Observation { text, ok: false }
     }
 }
-
-/// Directories never searched, listed or diffed.
-const SKIP_DIRS: &[&str] = &[
-    "__pycache__",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    ".git",
-];
-/// Files larger than this are not searched.
-const MAX_SEARCH_FILE_BYTES: u64 = 2 << 20;
-/// Entries `list` shows per directory.
-const LIST_PER_DIR: usize = 40;
 
 /// One episode's workspace and tools; the workspace is removed on drop.
 pub struct Toolbox<'g> {
@@ -168,8 +158,12 @@ impl<'g> Toolbox<'g> {
 
     fn dispatch(&mut self, call: &ToolCall) -> Result<Observation, String> {
         match call {
-            ToolCall::View { path, start, end } => self.view(path, *start, *end).map(Observation::ok),
-            ToolCall::Search { pattern, path } => self.search(pattern, path.as_deref()).map(Observation::ok),
+            ToolCall::View { path, start, end } => {
+                self.view(path, *start, *end).map(Observation::ok)
+            }
+            ToolCall::Search { pattern, path } => {
+                self.search(pattern, path.as_deref()).map(Observation::ok)
+            }
             ToolCall::List { path } => self.list(path.as_deref()).map(Observation::ok),
             ToolCall::Run { command } => Ok(self.run(command)),
             ToolCall::Edit {
@@ -229,7 +223,9 @@ impl<'g> Toolbox<'g> {
         let max = self.cfg.max_view_lines.max(1);
         let start = start.unwrap_or(1);
         if start > n {
-            return Err(format!("{name} has {n} lines: start {start} is past the end"));
+            return Err(format!(
+                "{name} has {n} lines: start {start} is past the end"
+            ));
         }
         let want_end = end.unwrap_or(start + max - 1);
         if want_end < start {
@@ -262,11 +258,16 @@ impl<'g> Toolbox<'g> {
         let re = regex::RegexBuilder::new(pattern)
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| format!("invalid regular expression {pattern:?}: {}", one_line(&e.to_string())))?;
+            .map_err(|e| {
+                format!(
+                    "invalid regular expression {pattern:?}: {}",
+                    one_line(&e.to_string())
+                )
+            })?;
         let (name, full) = self.resolve(path.unwrap_or(""))?;
         let mut files = Vec::new();
         if full.is_dir() {
-            walk(&full, &self.ws.path, &mut files, true);
+            walk(&full, &mut files, true);
         } else if full.is_file() {
             files.push(full.clone());
         } else {
@@ -275,16 +276,26 @@ impl<'g> Toolbox<'g> {
         files.sort();
         let (mut hits, mut total) = (Vec::new(), 0usize);
         for file in &files {
-            let Ok(md) = std::fs::metadata(file) else { continue };
+            let Ok(md) = std::fs::metadata(file) else {
+                continue;
+            };
             if md.len() > MAX_SEARCH_FILE_BYTES {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(file) else { continue };
-            let Ok(text) = String::from_utf8(bytes) else { continue };
+            let Ok(bytes) = std::fs::read(file) else {
+                continue;
+            };
+            let Ok(text) = String::from_utf8(bytes) else {
+                continue;
+            };
             if text.contains('\0') {
                 continue;
             }
-            let rel = file.strip_prefix(&self.ws.path).unwrap_or(file).display().to_string();
+            let rel = file
+                .strip_prefix(&self.ws.path)
+                .unwrap_or(file)
+                .display()
+                .to_string();
             for (i, line) in text.lines().enumerate() {
                 if re.is_match(line) {
                     total += 1;
@@ -326,13 +337,14 @@ impl<'g> Toolbox<'g> {
     fn run(&mut self, command: &str) -> Observation {
         let wall = self.cfg.run_timeout_s;
         let merged = format!("exec 2>&1; {command}");
-        let out = match self
-            .grader
-            .run_command(self.task, &self.ws, &merged, wall, &mut self.timings)
-        {
-            Ok(out) => out,
-            Err(e) => return Observation::fail(format!("run: the sandbox failed: {e:#}")),
-        };
+        let out =
+            match self
+                .grader
+                .run_command(self.task, &self.ws, &merged, wall, &mut self.timings)
+            {
+                Ok(out) => out,
+                Err(e) => return Observation::fail(format!("run: the sandbox failed: {e:#}")),
+            };
         let (status, ok) = match out.exit {
             Exit::Code(c) => (format!("exit code {c}"), true),
             Exit::Timeout => (
@@ -354,7 +366,10 @@ impl<'g> Toolbox<'g> {
         if output.trim().is_empty() {
             output = "(no output)".into();
         }
-        let room = self.cfg.observation_chars.saturating_sub(status.len() + 1);
+        let room = self
+            .cfg
+            .observation_chars
+            .saturating_sub(status.chars().count() + 1);
         Observation {
             text: format!("{status}\n{}", clip_middle(output.trim_end(), room)),
             ok,
@@ -377,7 +392,10 @@ impl<'g> Toolbox<'g> {
                 std::fs::create_dir_all(dir).map_err(|e| format!("{name}: {e}"))?;
             }
             std::fs::write(&full, replace).map_err(|e| format!("{name}: cannot write: {e}"))?;
-            return Ok(format!("created {name} ({} lines)", replace.lines().count()));
+            return Ok(format!(
+                "created {name} ({} lines)",
+                replace.lines().count()
+            ));
         }
         let text = self.read_text(&name, &full)?;
         let count = text.matches(search).count();
@@ -412,9 +430,9 @@ impl<'g> Toolbox<'g> {
     /// (`__pycache__`, `.pytest_cache`, ...), symlinks and binary files are left out.
     pub fn diff(&self) -> anyhow::Result<String> {
         let mut now = Vec::new();
-        walk(&self.ws.path, &self.ws.path, &mut now, false);
+        walk(&self.ws.path, &mut now, false);
         let mut before = Vec::new();
-        walk(&self.pristine, &self.pristine, &mut before, false);
+        walk(&self.pristine, &mut before, false);
         let rel = |root: &Path, p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
         let mut paths: BTreeSet<String> = now.iter().map(|p| rel(&self.ws.path, p)).collect();
         paths.extend(before.iter().map(|p| rel(&self.pristine, p)));
@@ -446,11 +464,9 @@ impl<'g> Toolbox<'g> {
                     "\nnew file mode 100644\n--- /dev/null\n",
                     1,
                 ),
-                (_, None) => d.replacen(
-                    &format!("\n+++ b/{path}\n"),
-                    "\n+++ /dev/null\n",
-                    1,
-                ).replacen("\n--- a/", "\ndeleted file mode 100644\n--- a/", 1),
+                (_, None) => d
+                    .replacen(&format!("\n+++ b/{path}\n"), "\n+++ /dev/null\n", 1)
+                    .replacen("\n--- a/", "\ndeleted file mode 100644\n--- a/", 1),
                 _ => d,
             });
             if !out.ends_with('\n') {
@@ -461,142 +477,9 @@ impl<'g> Toolbox<'g> {
     }
 }
 
-/// A regular file's bytes, None if it is absent (or not a regular file).
-fn read_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    match std::fs::symlink_metadata(path) {
-        Ok(md) if md.is_file() => Ok(Some(std::fs::read(path)?)),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn skipped(name: &str, skip_hidden: bool) -> bool {
-    SKIP_DIRS.contains(&name) || (skip_hidden && name.starts_with('.'))
-}
-
-/// Regular files under `dir` (symlinks are not followed; caches, compiled Python and, with
-/// `skip_hidden`, hidden entries left out).
-fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>, skip_hidden: bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(ft) = entry.file_type() else { continue };
-        if skipped(&name, skip_hidden) {
-            continue;
-        }
-        if ft.is_dir() {
-            walk(&entry.path(), root, out, skip_hidden);
-        } else if ft.is_file() && !name.ends_with(".pyc") && !name.ends_with(".pyo") {
-            out.push(entry.path());
-        }
-    }
-}
-
-/// Two levels of `dir`, directories first, each sorted; directories end in `/`.
-fn list_dir(dir: &Path, depth: usize, out: &mut String) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut items: Vec<(bool, String)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let ft = e.file_type().ok()?;
-            if skipped(&name, true) || name.ends_with(".pyc") {
-                return None;
-            }
-            Some((!ft.is_dir(), name))
-        })
-        .collect();
-    items.sort();
-    let indent = "  ".repeat(depth + 1);
-    for (i, (is_file, name)) in items.iter().enumerate() {
-        if i == LIST_PER_DIR {
-            out.push_str(&format!("{indent}... {} more\n", items.len() - i));
-            break;
-        }
-        if *is_file {
-            out.push_str(&format!("{indent}{name}\n"));
-        } else {
-            out.push_str(&format!("{indent}{name}/\n"));
-            if depth == 0 {
-                list_dir(&dir.join(name), depth + 1, out);
-            }
-        }
-    }
-}
-
-/// Lines that start like view's output (`  12| `).
-fn looks_numbered(text: &str) -> bool {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
-    lines.peek().is_some()
-        && lines.all(|l| {
-            let t = l.trim_start();
-            let digits = t.chars().take_while(char::is_ascii_digit).count();
-            digits > 0 && t[digits..].starts_with('|')
-        })
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The first `max` characters of a line, with `...` when cut.
-fn clip_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
-/// `text` cut to `max` characters, with a marker saying how many were dropped.
-pub fn clip_end(text: &str, max: usize) -> String {
-    let n = text.chars().count();
-    if n <= max {
-        return text.to_string();
-    }
-    let cut = text.char_indices().nth(max).map_or(text.len(), |(i, _)| i);
-    format!("{}\n[... truncated {} characters]", &text[..cut], n - max)
-}
-
-/// `text` cut to `max` characters by dropping the middle (the end of a command's output, where
-/// errors and summaries are, is kept), with a marker.
-pub fn clip_middle(text: &str, max: usize) -> String {
-    let n = text.chars().count();
-    if n <= max {
-        return text.to_string();
-    }
-    let head = max * 2 / 5;
-    let tail = max - head;
-    let a = text.char_indices().nth(head).map_or(text.len(), |(i, _)| i);
-    let b = text.char_indices().nth(n - tail).map_or(text.len(), |(i, _)| i);
-    format!(
-        "{}\n[... truncated {} characters]\n{}",
-        &text[..a],
-        n - max,
-        &text[b..]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clipping_marks_what_was_dropped() {
-        assert_eq!(clip_end("abcdef", 6), "abcdef");
-        assert_eq!(clip_end("abcdef", 4), "abcd\n[... truncated 2 characters]");
-        assert_eq!(clip_end("ééééé", 2), "éé\n[... truncated 3 characters]");
-        let m = clip_middle("0123456789", 5);
-        assert_eq!(m, "01\n[... truncated 5 characters]\n789");
-        assert_eq!(clip_middle("short", 10), "short");
-    }
-
-    #[test]
-    fn numbered_lines_are_recognised() {
-        assert!(looks_numbered("  12| def f():\n  13|     return 1\n"));
-        assert!(!looks_numbered("def f():\n    return 1\n"));
-        assert!(!looks_numbered(""));
-    }
 
     #[test]
     fn config_defaults_and_rejects_unknown_fields() {
