@@ -4,6 +4,7 @@
 //! with it, `skills` grade the completions inside the `sandbox`, and `rl` turns rewards into a
 //! GRPO update of the same weights.
 
+pub mod agent;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -20,6 +20,7 @@ const SITECUSTOMIZE_PY: &str = include_str!("harness/sitecustomize.py");
 const HARNESS_DIR: &str = "/opt/atomrl/harness";
 const PYDEPS_DIR: &str = "/opt/atomrl/pydeps";
 const REPORT_DIR: &str = "/opt/atomrl/report";
+const TOOLS_BIN_DIR: &str = "/opt/atomrl/bin";
 
 #[derive(Debug, Clone)]
 pub struct GraderConfig {
@@ -167,6 +168,8 @@ pub struct Grader {
     runtime: tempfile::TempDir,
     harness: PathBuf,
     pydeps: PathBuf,
+    /// `python` and `pytest` commands for shell runs (`run_command`).
+    tools_bin: PathBuf,
     trees: Mutex<HashMap<Source, Arc<UnpackOnce>>>,
     counter: AtomicU64,
 }
@@ -188,6 +191,8 @@ impl Grader {
         std::fs::write(harness.join("atomrl_harness.py"), HARNESS_PY)?;
         std::fs::write(harness.join("sitecustomize.py"), SITECUSTOMIZE_PY)?;
         set_mode(&harness, 0o755)?;
+        let tools_bin = runtime.path().join("bin");
+        stage_tools_bin(&tools_bin, &cfg.python)?;
         // The sandbox may run as an unprivileged uid that cannot reach the cache (under /root,
         // say): stage a readable copy of the Python dependencies then.
         let cached = cfg.cache_dir.join("pydeps");
@@ -210,6 +215,7 @@ impl Grader {
             runtime,
             harness,
             pydeps,
+            tools_bin,
             trees: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
         })
@@ -394,7 +400,7 @@ impl Grader {
         Ok(ws)
     }
 
-    fn limits(&self, task: &Task) -> Limits {
+    pub(crate) fn limits(&self, task: &Task) -> Limits {
         self.cfg.limits.clone().unwrap_or_else(|| {
             task.env
                 .as_ref()
@@ -557,6 +563,37 @@ impl Grader {
         self.run(ws, &argv, &env, &self.mounts(None), &limits, timings)
     }
 
+    /// Runs `sh -c COMMAND` in a workspace (the working directory is its root) with the task's
+    /// environment and limits, the wall-clock limit capped at `wall_s`. `python` and `pytest`
+    /// are on PATH, and the task's packages import as they do in grading.
+    pub(crate) fn run_command(
+        &self,
+        task: &Task,
+        ws: &Workspace,
+        command: &str,
+        wall_s: f64,
+        timings: &mut Timings,
+    ) -> Result<RunOutput> {
+        let mut limits = self.limits(task);
+        limits.time_s = limits.time_s.min(wall_s.max(0.001));
+        let mut env = self.env_vars(task, &ws.path, &limits);
+        env.push((
+            "PATH".into(),
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin",
+                self.mount_path(&self.tools_bin, TOOLS_BIN_DIR)
+            ),
+        ));
+        let mut mounts = self.mounts(None);
+        mounts.push(Mount {
+            host: self.tools_bin.clone(),
+            dest: TOOLS_BIN_DIR.into(),
+            writable: false,
+        });
+        let argv: Vec<String> = vec!["sh".into(), "-c".into(), command.into()];
+        self.run(ws, &argv, &env, &mounts, &limits, timings)
+    }
+
     fn run(
         &self,
         ws: &Workspace,
@@ -643,6 +680,25 @@ fn nonce() -> String {
         buf[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `python` (the sandbox's interpreter, when it is not itself called `python`) and
+/// `pytest` as small shell scripts into `dir`.
+fn stage_tools_bin(dir: &Path, python: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut scripts = vec![(
+        "pytest",
+        format!("#!/bin/sh\nexec '{python}' -m pytest \"$@\"\n"),
+    )];
+    if Path::new(python).file_name().is_none_or(|n| n != "python") {
+        scripts.push(("python", format!("#!/bin/sh\nexec '{python}' \"$@\"\n")));
+    }
+    for (name, text) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        set_mode(&path, 0o755)?;
+    }
+    set_mode(dir, 0o755)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
