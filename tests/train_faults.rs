@@ -34,7 +34,7 @@ fn setup(root: &Path, tasks: Option<&Path>, overrides: &[&str]) -> Setup {
     }
     let cfg = load_config(Some(&config), &ov).unwrap();
     let tokenizer = Tokenizer::from_dir(&cfg.model.path).unwrap();
-    let pool = TaskPool::load(&cfg.data.train, cfg.data.bad_lines, &[], |_| 1.0, &tokenizer, cfg.rollout.max_prompt_tokens).unwrap();
+    let pool = TaskPool::load(&cfg.data.train, cfg.data.bad_lines, &[], |_| 1.0, &tokenizer, cfg.rollout.max_prompt_tokens, atomrl::skills::prompt).unwrap();
     Setup { cfg, tokenizer, pool }
 }
 

@@ -20,6 +20,12 @@ pub trait Environment: Sync {
     fn prepare(&self, _tasks: &[Task]) -> Result<()> {
         Ok(())
     }
+
+    /// The sandboxed grader behind this environment, if there is one: agent rollouts open
+    /// their workspaces and run their tools through it.
+    fn grader(&self) -> Option<&Grader> {
+        None
+    }
 }
 
 impl Environment for Grader {
@@ -29,6 +35,10 @@ impl Environment for Grader {
 
     fn prepare(&self, tasks: &[Task]) -> Result<()> {
         Grader::prepare(self, tasks)
+    }
+
+    fn grader(&self) -> Option<&Grader> {
+        Some(self)
     }
 }
 

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::{agent_messages, run_episodes, AgentConfig, AgentRequest};
 use crate::backend::Backend;
 use crate::model::Model;
 use crate::rollout::{generate, EngineOptions, GenRequest, SamplingConfig};
@@ -50,10 +51,12 @@ pub struct EvalSample {
     pub completion: String,
 }
 
-pub struct EvalOptions {
+pub struct EvalOptions<'a> {
     pub samples: usize,
     pub sampling: SamplingConfig,
     pub max_batch: usize,
+    /// Evaluate as agent episodes with these budgets (the tasks' prompts are agent prompts).
+    pub agent: Option<&'a AgentConfig>,
 }
 
 /// Generates `samples` completions per task and grades them.
@@ -68,9 +71,24 @@ pub fn evaluate<B: Backend>(be: &B, model: &Model<B>, tokenizer: &Tokenizer, env
     let mut stop_ids = tokenizer.stop_ids.clone();
     stop_ids.extend(&model.config.eos_token_ids);
     let engine = EngineOptions { max_batch: opts.max_batch, stop_ids, ..EngineOptions::default() };
-    let completions = generate(be, model, requests, &engine, Some(tokenizer), |_, _| {})?;
-    let texts: Vec<String> = completions.iter().map(|c| tokenizer.decode(&c.completion_ids)).collect::<Result<_>>()?;
-    let items: Vec<(&crate::skills::Task, &str)> = texts.iter().enumerate().map(|(n, text)| (&tasks[n / k].task, strip_eos(text))).collect();
+    let texts: Vec<String> = match opts.agent {
+        None => {
+            let completions = generate(be, model, requests, &engine, Some(tokenizer), |_, _| {})?;
+            completions.iter().map(|c| Ok(strip_eos(&tokenizer.decode(&c.completion_ids)?).to_string())).collect::<Result<_>>()?
+        }
+        Some(agent) => {
+            let grader = env.grader().context("agent evaluation needs the sandboxed grader as the environment")?;
+            let episodes: Vec<AgentRequest> = requests
+                .iter()
+                .map(|r| {
+                    let task = &tasks[r.id as usize / k].task;
+                    AgentRequest { task, messages: agent_messages(task), prompt_ids: r.prompt.clone() }
+                })
+                .collect();
+            run_episodes(be, model, tokenizer, grader, &episodes, agent, &opts.sampling, &engine)?.into_iter().map(|t| t.answer).collect()
+        }
+    };
+    let items: Vec<(&crate::skills::Task, &str)> = texts.iter().enumerate().map(|(n, text)| (&tasks[n / k].task, text.as_str())).collect();
     let grades = grade_guarded(env, &items);
 
     let mut report = EvalReport { k, skills: BTreeMap::new() };

@@ -20,8 +20,9 @@ use crate::tokenizer::Tokenizer;
 use super::checkpoint::LATEST;
 use super::environment::Environment;
 use super::eval::{evaluate, pick_per_skill, EvalOptions, EvalReport};
-use super::run_config::RunConfig;
+use super::run_config::{RolloutMode, RunConfig};
 use super::step::{step, StepContext};
+use super::tasks::prompt_fn;
 use super::tasks::TaskPool;
 use super::trainer::{TrainConfig, Trainer};
 
@@ -120,8 +121,8 @@ pub fn train_with<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions, env: &
 
     let tokenizer = Tokenizer::from_dir(&cfg.model.path).with_context(|| format!("loading the tokenizer of {}", cfg.model.path.display()))?;
     let weight = |s: Skill| cfg.data.weight(s);
-    let pool = TaskPool::load(&cfg.data.train, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens)?;
-    let eval_pool = if cfg.data.eval.is_empty() { None } else { Some(TaskPool::load(&cfg.data.eval, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens)?) };
+    let pool = TaskPool::load(&cfg.data.train, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens, prompt_fn(cfg.rollout.mode))?;
+    let eval_pool = if cfg.data.eval.is_empty() { None } else { Some(TaskPool::load(&cfg.data.eval, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens, prompt_fn(cfg.rollout.mode))?) };
     for note in pool.notes.iter().chain(eval_pool.iter().flat_map(|p| &p.notes)) {
         eprintln!("note: {note}");
     }
@@ -145,7 +146,8 @@ pub fn train_with<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions, env: &
             return Ok(None);
         }
         let sampling = SamplingConfig { temperature: cfg.eval.temperature, seed: cfg.trainer.seed, max_new_tokens: cfg.rollout.max_response_tokens, ..SamplingConfig::default() };
-        let opts = EvalOptions { samples: cfg.eval.samples, sampling, max_batch: cfg.rollout.max_batch };
+        let agent = (cfg.rollout.mode == RolloutMode::Agent).then_some(&cfg.agent);
+        let opts = EvalOptions { samples: cfg.eval.samples, sampling, max_batch: cfg.rollout.max_batch, agent };
         Ok(Some(evaluate(be, model, &tokenizer, env, &eval_tasks, &opts)?.0))
     };
     let mut before: Option<EvalReport> = trainer.history.get("eval_before").and_then(|v| serde_json::from_value(v.clone()).ok());

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::AgentConfig;
 use crate::model::Recompute;
 use crate::skills::{BadLine, Skill, Tier};
 
@@ -30,6 +31,8 @@ pub struct RunConfig {
     pub eval: EvalSection,
     pub checkpoint: CheckpointSection,
     pub grading: GradingSection,
+    /// Budgets and tools of agent episodes (`rollout.mode = "agent"`).
+    pub agent: AgentConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +81,9 @@ impl DataSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutSection {
+    /// `single`: one completion answers the task; `agent`: a multi-turn episode with tools in
+    /// the task's sandboxed repository (see `[agent]`).
+    pub mode: RolloutMode,
     /// Completions sampled per prompt (the GRPO group).
     pub group_size: usize,
     /// Prompts per step.
@@ -91,13 +97,23 @@ pub struct RolloutSection {
     pub min_p: f32,
     /// Sequences decoded together.
     pub max_batch: usize,
-    /// Leave completions cut at `max_response_tokens` out of the loss.
+    /// Leave completions cut at `max_response_tokens` (agent episodes ended by a budget) out
+    /// of the loss.
     pub mask_truncated: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutMode {
+    #[default]
+    Single,
+    Agent,
 }
 
 impl Default for RolloutSection {
     fn default() -> Self {
         RolloutSection {
+            mode: RolloutMode::Single,
             group_size: 8,
             prompts_per_step: 8,
             max_prompt_tokens: 1024,
@@ -210,6 +226,7 @@ impl RunConfig {
         ensure!(self.data.skill_weights.values().all(|w| *w >= 0.0 && w.is_finite()), "data.skill_weights must be finite and >= 0");
         ensure!(Skill::ALL.iter().any(|s| self.data.weight(*s) > 0.0), "data.skill_weights leave out every skill");
         ensure!(self.eval.samples >= 1, "eval.samples must be at least 1");
+        self.agent.validate()?;
         self.objective.validate()
     }
 }

@@ -16,8 +16,9 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use crate::agent::{agent_messages, run_episodes, AgentRequest, Trajectory};
 use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::model::Model;
@@ -30,7 +31,7 @@ use super::environment::{grade_guarded, Environment};
 use super::eval::strip_eos;
 use super::objective::{policy_loss, PolicyRows};
 use super::optimizer::NonFiniteGradient;
-use super::run_config::RunConfig;
+use super::run_config::{RolloutMode, RunConfig};
 use super::tasks::TaskPool;
 use super::trainer::{MicroBatch, StepReport, Trainer};
 
@@ -46,14 +47,21 @@ pub struct StepContext<'a, B: Backend> {
     pub reference: Option<&'a Model<B>>,
 }
 
-/// One sampled completion and where it came from.
+/// One sampled completion (or agent trajectory) and where it came from.
 pub struct Rollout {
     /// Index into the task pool.
     pub task: usize,
     /// The prompt group it belongs to.
     pub group: u32,
+    /// The prompt, and every token after it as it went through the model.
     pub completion: Completion,
-    pub text: String,
+    /// Per token of `completion.completion_ids`: 1 where the policy sampled it (trained on), 0
+    /// for observations of an agent's tools.
+    pub mask: Vec<f32>,
+    /// What the grader scores.
+    pub answer: String,
+    /// Turns, tool calls and how the episode ended, in agent mode.
+    pub agent: Option<Trajectory>,
 }
 
 /// Runs one step on `trainer` and returns its metrics.
@@ -65,14 +73,19 @@ pub fn step<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>) -> Resul
     let seed = trainer.rng.next_u64();
 
     let t = Instant::now();
-    let rollouts = rollout(ctx, &trainer.model, &picks, seed)?;
+    let rollouts = match ctx.cfg.rollout.mode {
+        RolloutMode::Single => rollout(ctx, &trainer.model, &picks, seed)?,
+        RolloutMode::Agent => agent_rollout(ctx, &trainer.model, &picks, seed)?,
+    };
     m.insert("timing/generate".into(), t.elapsed().as_secs_f64());
 
     let t = Instant::now();
     let grades = grade(ctx, &rollouts);
     m.insert("timing/grade".into(), t.elapsed().as_secs_f64());
 
-    let rewards: Vec<f32> = grades.iter().map(|g| g.reward).collect();
+    // A malformed tool call costs the episode `agent.malformed_penalty`.
+    let penalty = ctx.cfg.agent.malformed_penalty;
+    let rewards: Vec<f32> = grades.iter().zip(&rollouts).map(|(g, r)| g.reward - penalty * r.agent.as_ref().map_or(0, |a| a.malformed) as f32).collect();
     let groups: Vec<u32> = rollouts.iter().map(|r| r.group).collect();
     let adv = group_advantages(&rewards, &groups, &ctx.cfg.advantages)?;
 
@@ -109,15 +122,47 @@ pub fn rollout<B: Backend>(ctx: &StepContext<B>, policy: &Model<B>, picks: &[usi
         .map(|c| {
             let g = c.id as usize / r.group_size;
             let text = ctx.tokenizer.decode(&c.completion_ids)?;
-            Ok(Rollout { task: picks[g], group: g as u32, completion: c, text })
+            let mask = vec![1.0; c.completion_ids.len()];
+            Ok(Rollout { task: picks[g], group: g as u32, completion: c, mask, answer: strip_eos(&text).to_string(), agent: None })
         })
         .collect()
+}
+
+/// Stage 1 in agent mode: `group_size` episodes per picked task, each a multi-turn trajectory
+/// in its own sandboxed workspace (see `agent`).
+pub fn agent_rollout<B: Backend>(ctx: &StepContext<B>, policy: &Model<B>, picks: &[usize], seed: u64) -> Result<Vec<Rollout>> {
+    let r = &ctx.cfg.rollout;
+    let grader = ctx.env.grader().context("rollout.mode = \"agent\" needs the sandboxed grader as the environment")?;
+    let requests: Vec<AgentRequest> = picks
+        .iter()
+        .flat_map(|&task| std::iter::repeat_n(task, r.group_size))
+        .map(|task| {
+            let t = &ctx.pool.tasks[task];
+            AgentRequest { task: &t.task, messages: agent_messages(&t.task), prompt_ids: t.prompt_ids.clone() }
+        })
+        .collect();
+    let sampling = SamplingConfig { temperature: r.temperature, top_k: r.top_k, top_p: r.top_p, min_p: r.min_p, seed, max_new_tokens: 1, stop: Vec::new() };
+    let mut stop_ids = ctx.tokenizer.stop_ids.clone();
+    stop_ids.extend(&policy.config.eos_token_ids);
+    let opts = EngineOptions { max_batch: r.max_batch, stop_ids, ..EngineOptions::default() };
+    let trajectories = run_episodes(ctx.be, policy, ctx.tokenizer, grader, &requests, &ctx.cfg.agent, &sampling, &opts)?;
+    Ok(trajectories
+        .into_iter()
+        .enumerate()
+        .map(|(n, t)| {
+            let g = n / r.group_size;
+            let finish_reason = if t.end.is_budget() { FinishReason::Length } else { FinishReason::Stop };
+            let completion = Completion { id: n as u32, prompt_ids: t.prompt_ids.clone(), completion_ids: t.tokens.clone(), completion_logprobs: t.logprobs.clone(), finish_reason };
+            let mask = t.policy.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect();
+            Rollout { task: picks[g], group: g as u32, completion, mask, answer: t.answer.clone(), agent: Some(t) }
+        })
+        .collect())
 }
 
 /// Stage 2: every completion graded by the environment. Never fails: a completion that breaks
 /// the grader, or a grader that panics, scores 0 with a reason (see `grade_guarded`).
 pub fn grade<B: Backend>(ctx: &StepContext<B>, rollouts: &[Rollout]) -> Vec<Grade> {
-    let items: Vec<(&crate::skills::Task, &str)> = rollouts.iter().map(|r| (&ctx.pool.tasks[r.task].task, strip_eos(&r.text))).collect();
+    let items: Vec<(&crate::skills::Task, &str)> = rollouts.iter().map(|r| (&ctx.pool.tasks[r.task].task, r.answer.as_str())).collect();
     let grades = grade_guarded(ctx.env, &items);
     let faults: Vec<&Grade> = grades.iter().filter(|g| g.reason == "internal" || g.is_infra_error()).collect();
     if let Some(first) = faults.first() {
@@ -147,17 +192,10 @@ fn mini_batches<B: Backend>(ctx: &StepContext<B>, rollouts: &[Rollout], adv: &Ad
                 micro.push(std::mem::replace(&mut current, MicroBatch { cu_seqlens: vec![0], ..MicroBatch::default() }));
             }
             let masked = cfg.rollout.mask_truncated && c.finish_reason == FinishReason::Length;
-            let p = c.prompt_ids.len();
             current.tokens.extend(&c.prompt_ids);
             current.tokens.extend(&c.completion_ids);
             current.cu_seqlens.push(current.tokens.len() as u32);
-            // Row r predicts token r+1: rows p-1 .. len-2 predict the completion.
-            let mut mask = vec![0f32; len];
-            let mut logp = vec![0f32; len];
-            for (j, lp) in c.completion_logprobs.iter().enumerate() {
-                mask[p - 1 + j] = if masked { 0.0 } else { 1.0 };
-                logp[p - 1 + j] = *lp;
-            }
+            let (mask, logp) = loss_rows(c, &rollouts[i].mask, masked);
             current.mask.extend(mask);
             rollout_logp.extend(logp);
             current.advantages.push(adv.advantages[i]);
@@ -179,6 +217,20 @@ fn mini_batches<B: Backend>(ctx: &StepContext<B>, rollouts: &[Rollout], adv: &Ad
         }
     }
     Ok(out)
+}
+
+/// The loss mask and sampling log-probs of one sequence (prompt + completion), per row: row r
+/// predicts token r+1, so rows `p-1 .. len-2` predict the completion; `mask` says which of the
+/// completion's tokens the policy sampled. `masked` leaves the whole sequence out.
+pub fn loss_rows(c: &Completion, mask: &[f32], masked: bool) -> (Vec<f32>, Vec<f32>) {
+    let (p, len) = (c.prompt_ids.len(), c.prompt_ids.len() + c.completion_ids.len());
+    let mut rows = vec![0f32; len];
+    let mut logp = vec![0f32; len];
+    for (j, lp) in c.completion_logprobs.iter().enumerate() {
+        rows[p - 1 + j] = if masked { 0.0 } else { mask[j] };
+        logp[p - 1 + j] = *lp;
+    }
+    (rows, logp)
 }
 
 /// Per-row log-probs of the batch's tokens under the frozen reference policy.
@@ -241,6 +293,31 @@ fn rollout_metrics<B: Backend>(ctx: &StepContext<B>, rollouts: &[Rollout], grade
     m.insert("grading/format_errors".into(), grades.iter().filter(|g| g.reason == "format").count() as f64);
     m.insert("grading/internal_errors".into(), grades.iter().filter(|g| g.reason == "internal").count() as f64);
     m.insert("grading/timeouts".into(), grades.iter().filter(|g| g.reason == "timeout").count() as f64);
+    agent_metrics(rollouts, m);
+}
+
+/// `num_turns/mean`, `tools/<name>/calls`, `tools/failure_rate` (failed or malformed calls
+/// over all calls), `episode/timeout_frac` and `episode/budget_frac` (any budget).
+fn agent_metrics(rollouts: &[Rollout], m: &mut Metrics) {
+    let episodes: Vec<&Trajectory> = rollouts.iter().filter_map(|r| r.agent.as_ref()).collect();
+    if episodes.is_empty() {
+        return;
+    }
+    m.insert("num_turns/mean".into(), mean(episodes.iter().map(|t| t.turns as f64)));
+    let mut calls: std::collections::BTreeMap<&str, u32> = crate::agent::tools::Toolbox::tool_names().into_iter().map(|n| (n, 0)).collect();
+    for t in &episodes {
+        for (name, n) in &t.tool_calls {
+            *calls.entry(name.as_str()).or_insert(0) += n;
+        }
+    }
+    let total: u32 = calls.values().sum::<u32>() + episodes.iter().map(|t| t.malformed).sum::<u32>();
+    let failed: u32 = episodes.iter().map(|t| t.tool_failures + t.malformed).sum();
+    for (name, n) in calls {
+        m.insert(format!("tools/{name}/calls"), n as f64);
+    }
+    m.insert("tools/failure_rate".into(), if total == 0 { 0.0 } else { failed as f64 / total as f64 });
+    m.insert("episode/timeout_frac".into(), mean(episodes.iter().map(|t| (t.end == crate::agent::EpisodeEnd::Timeout) as u8 as f64)));
+    m.insert("episode/budget_frac".into(), mean(episodes.iter().map(|t| t.end.is_budget() as u8 as f64)));
 }
 
 fn train_metrics(reports: &[StepReport], m: &mut Metrics) {

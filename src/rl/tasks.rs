@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::skills::{self, BadLine, Skill, Task, Tier};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{ChatMessage, Tokenizer};
+
+use super::run_config::RolloutMode;
 
 use super::trainer::Rng;
 
@@ -26,13 +28,31 @@ pub struct TaskPool {
 
 /// The token ids of `task`'s prompt in the model's chat template.
 pub fn prompt_ids(tokenizer: &Tokenizer, task: &Task) -> Result<Vec<u32>> {
-    let text = tokenizer.apply_chat_template(&skills::prompt(task), true)?;
+    messages_ids(tokenizer, &skills::prompt(task))
+}
+
+/// The token ids of `messages` in the model's chat template, ready for the assistant's turn.
+pub fn messages_ids(tokenizer: &Tokenizer, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+    let text = tokenizer.apply_chat_template(messages, true)?;
     tokenizer.encode(&text)
 }
 
+/// How a task becomes the first messages of a rollout.
+pub type PromptFn = fn(&Task) -> Vec<ChatMessage>;
+
+/// The prompt builder of a rollout mode: the skill's own prompt, or the agent's with tools.
+pub fn prompt_fn(mode: RolloutMode) -> PromptFn {
+    match mode {
+        RolloutMode::Single => skills::prompt,
+        RolloutMode::Agent => crate::agent::agent_messages,
+    }
+}
+
 impl TaskPool {
-    /// Loads `files`, keeps the tiers asked for and prompts of at most `max_prompt_tokens`.
-    pub fn load(files: &[PathBuf], bad_lines: BadLine, tiers: &[Tier], weight: impl Fn(Skill) -> f32, tokenizer: &Tokenizer, max_prompt_tokens: usize) -> Result<Self> {
+    /// Loads `files`, keeps the tiers asked for and prompts (built by `prompt`) of at most
+    /// `max_prompt_tokens`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(files: &[PathBuf], bad_lines: BadLine, tiers: &[Tier], weight: impl Fn(Skill) -> f32, tokenizer: &Tokenizer, max_prompt_tokens: usize, prompt: PromptFn) -> Result<Self> {
         let mut notes = Vec::new();
         let mut tasks = Vec::new();
         let mut too_long = 0;
@@ -45,7 +65,7 @@ impl TaskPool {
                 if !tiers.is_empty() && !tiers.contains(&task.tier) || weight(task.skill) <= 0.0 {
                     continue;
                 }
-                let ids = prompt_ids(tokenizer, &task)?;
+                let ids = messages_ids(tokenizer, &prompt(&task))?;
                 if ids.len() > max_prompt_tokens {
                     too_long += 1;
                     continue;

@@ -206,13 +206,13 @@ impl Evaluator<'_> {
         let e = &self.cfg.eval;
         let picked = pick_per_skill(&self.tasks, e.max_tasks_per_skill);
         let sampling = SamplingConfig { temperature: e.temperature, seed: self.cfg.trainer.seed, max_new_tokens: e.max_new_tokens, ..SamplingConfig::default() };
-        let (report, _) = evaluate(be, model, self.tokenizer, grader, &picked, &EvalOptions { samples: e.samples, sampling, max_batch: e.max_batch })?;
+        let (report, _) = evaluate(be, model, self.tokenizer, grader, &picked, &EvalOptions { samples: e.samples, sampling, max_batch: e.max_batch, agent: None })?;
         m.extend(report.metrics());
         m.insert("eval/reward/mean".into(), mean_reward(&report));
         if e.group_prompts > 0 {
             let probe = round_robin(&self.tasks, e.group_prompts);
             let sampling = SamplingConfig { temperature: e.group_temperature, seed: self.cfg.trainer.seed ^ 0x5eed, max_new_tokens: e.max_new_tokens, ..SamplingConfig::default() };
-            let (_, samples) = evaluate(be, model, self.tokenizer, grader, &probe, &EvalOptions { samples: e.group_size, sampling, max_batch: e.max_batch })?;
+            let (_, samples) = evaluate(be, model, self.tokenizer, grader, &probe, &EvalOptions { samples: e.group_size, sampling, max_batch: e.max_batch, agent: None })?;
             let groups: Vec<&[crate::rl::eval::EvalSample]> = samples.chunks(e.group_size).collect();
             let mixed = groups.iter().filter(|g| g.iter().any(|s| s.reward != g[0].reward)).count();
             m.insert("eval/frac_groups_mixed".into(), mixed as f64 / groups.len().max(1) as f64);
