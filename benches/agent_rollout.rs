@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use atomrl::agent::{agent_messages, run_episodes_with, AgentConfig, AgentRequest, TurnSource};
+use atomrl::agent::{agent_messages, run_episodes_with, AgentConfig, AgentRequest, ToolConfig, TurnSource};
 use atomrl::backend::cpu::Cpu;
 use atomrl::model::Model;
 use atomrl::rl::tasks::messages_ids;
@@ -59,8 +59,9 @@ fn script(task: &Task) -> VecDeque<String> {
     let test = task.FAIL_TO_PASS.first().cloned().unwrap_or_default();
     VecDeque::from(vec![
         call("list", serde_json::json!({})),
-        call("view", serde_json::json!({"path": file, "start": 1, "end": 60})),
-        call("search", serde_json::json!({"pattern": "def "})),
+        call("view", serde_json::json!({"path": file, "start": 1, "end": 30})),
+        call("run", serde_json::json!({"command": format!("python -m pytest -q -p no:cacheprovider {test}")})),
+        call("search", serde_json::json!({"pattern": "^def "})),
         call("run", serde_json::json!({"command": format!("python -m pytest -q -p no:cacheprovider {test}")})),
         call("submit", serde_json::json!({})),
     ])
@@ -94,10 +95,11 @@ fn main() -> Result<()> {
         .collect::<Result<_>>()?;
     let turn_tokens = 32;
     let sampling = SamplingConfig { temperature: 1.0, seed: 3, ..SamplingConfig::default() };
-    println!("SmolLM2-135M, CPU, {} episodes of 5 turns ({turn_tokens} decoded tokens each, tools: list, view, search, pytest, submit)", requests.len());
-    println!("{:>12} {:>9} {:>11} {:>13} {:>11}", "tool threads", "seconds", "episodes/s", "decoded tok/s", "tool calls");
+    println!("SmolLM2-135M, CPU, {} episodes of 6 turns ({turn_tokens} decoded tokens each; tools: list, view, pytest, search, pytest, submit)", requests.len());
+    println!("{:>12} {:>9} {:>11} {:>13} {:>11} {:>10}", "tool threads", "seconds", "episodes/s", "decoded tok/s", "tool calls", "tool secs");
     for workers in [2usize, 0] {
-        let cfg = AgentConfig { max_turns: 8, turn_tokens, max_trajectory_tokens: 8192, max_episodes: 8, tool_workers: workers, ..AgentConfig::default() };
+        let tools = ToolConfig { observation_chars: 1000, ..ToolConfig::default() };
+        let cfg = AgentConfig { max_turns: 8, turn_tokens, max_trajectory_tokens: 8192, max_episodes: 8, tool_workers: workers, tools, ..AgentConfig::default() };
         let opts = EngineOptions { max_batch: 8, stop_ids: Vec::new(), ..EngineOptions::default() };
         let capacity = cfg.max_episodes * (cfg.max_trajectory_tokens + 2 * opts.block_size);
         let engine = Engine::new(&Cpu, &model, opts, capacity)?;
@@ -106,7 +108,8 @@ fn main() -> Result<()> {
         let out = run_episodes_with(&mut source, &tok, &grader, &requests, &cfg, &sampling)?;
         let secs = t.elapsed().as_secs_f64();
         let calls: u32 = out.iter().flat_map(|t| t.tool_calls.values()).sum();
-        println!("{workers:>12} {secs:>9.2} {:>11.2} {:>13.1} {calls:>11}", out.len() as f64 / secs, source.decoded as f64 / secs);
+        let tool_secs: f64 = out.iter().map(|t| t.tool_seconds).sum();
+        println!("{workers:>12} {secs:>9.2} {:>11.3} {:>13.1} {calls:>11} {tool_secs:>10.1}", out.len() as f64 / secs, source.decoded as f64 / secs);
     }
     Ok(())
 }

@@ -103,12 +103,14 @@ struct Done<'g> {
     episode: usize,
     toolbox: Option<Toolbox<'g>>,
     observation: Observation,
+    seconds: f64,
 }
 
 /// Opens the toolbox if needed and runs the call. A workspace that cannot be prepared is an
 /// observation with no toolbox, which ends the episode.
 fn run_tool<'g>(grader: &'g Grader, cfg: &AgentConfig, job: Job<'g>) -> Done<'g> {
     let Job { episode, toolbox, task, call } = job;
+    let started = Instant::now();
     let toolbox = match toolbox {
         Some(t) => Ok(t),
         None => Toolbox::open(grader, task, &cfg.tools),
@@ -116,9 +118,12 @@ fn run_tool<'g>(grader: &'g Grader, cfg: &AgentConfig, job: Job<'g>) -> Done<'g>
     match toolbox {
         Ok(mut t) => {
             let observation = t.execute(&call);
-            Done { episode, toolbox: Some(t), observation }
+            Done { episode, toolbox: Some(t), observation, seconds: started.elapsed().as_secs_f64() }
         }
-        Err(e) => Done { episode, toolbox: None, observation: Observation { text: format!("error: the repository could not be prepared: {e:#}"), ok: false } },
+        Err(e) => {
+            let observation = Observation { text: format!("error: the repository could not be prepared: {e:#}"), ok: false };
+            Done { episode, toolbox: None, observation, seconds: started.elapsed().as_secs_f64() }
+        }
     }
 }
 
@@ -272,6 +277,7 @@ impl<'a, 'g> Driver<'a, 'g> {
         self.in_tools -= 1;
         let i = done.episode;
         let ep = self.open.get_mut(&i).expect("a tool result belongs to an open episode");
+        ep.traj.tool_seconds += done.seconds;
         if !done.observation.ok {
             ep.traj.tool_failures += 1;
         }

@@ -48,6 +48,8 @@ pub struct Trajectory {
     pub tool_failures: u32,
     /// Turns whose tool call could not be parsed.
     pub malformed: u32,
+    /// Seconds spent running tools (opening the workspace included).
+    pub tool_seconds: f64,
     /// Why the episode ended in `Error`.
     pub error: Option<String>,
 }
@@ -65,6 +67,7 @@ impl Trajectory {
             tool_calls: BTreeMap::new(),
             tool_failures: 0,
             malformed: 0,
+            tool_seconds: 0.0,
             error: None,
         }
     }

@@ -318,6 +318,7 @@ fn agent_metrics(rollouts: &[Rollout], m: &mut Metrics) {
     m.insert("tools/failure_rate".into(), if total == 0 { 0.0 } else { failed as f64 / total as f64 });
     m.insert("episode/timeout_frac".into(), mean(episodes.iter().map(|t| (t.end == crate::agent::EpisodeEnd::Timeout) as u8 as f64)));
     m.insert("episode/budget_frac".into(), mean(episodes.iter().map(|t| t.end.is_budget() as u8 as f64)));
+    m.insert("timing/tools".into(), episodes.iter().map(|t| t.tool_seconds).sum());
 }
 
 fn train_metrics(reports: &[StepReport], m: &mut Metrics) {

@@ -98,15 +98,27 @@ fn attend(out: &mut [f32], q: &[f32], hd: usize, bases: &[usize], k: &[f32], v: 
     attend_impl(out, q, hd, bases, k, v, scale, scores)
 }
 
-/// Decoding attention over the paged cache: one rayon task per (token, key/value head).
+/// Attention over the paged cache. Runs of at least [`CHUNK`] consecutive tokens of one
+/// sequence (a prompt continuing a cached sequence, such as an agent's observation) are attended
+/// with matrix products over the gathered keys and values; other tokens (decoding) one rayon
+/// task per (token, key/value head).
 pub fn attention_paged(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f32], p: &PagedAttn<Cpu>) {
     let s = p.shape;
     let (hd, qd, kvd, group) = (s.head_dim, s.q_dim(), s.kv_dim(), s.group());
+    let runs = chunk_runs(p);
+    let mut in_chunk = vec![false; p.tokens];
+    for &(t0, n) in &runs {
+        in_chunk[t0..t0 + n].iter_mut().for_each(|x| *x = true);
+        attend_chunk(out, q, k_cache, v_cache, p, t0, n);
+    }
     let heads = group * hd; // the query heads of one kv head are contiguous
     out[..p.tokens * qd].par_chunks_mut(heads).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
         |(bases, scores), (i, o)| {
             let (t, kvh) = (i / s.n_kv_heads, i % s.n_kv_heads);
+            if in_chunk[t] {
+                return;
+            }
             let seq = p.token_seq[t] as usize;
             let table = &p.block_tables[seq * p.max_blocks..(seq + 1) * p.max_blocks];
             bases.clear();
@@ -116,6 +128,88 @@ pub fn attention_paged(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f
             attend(o, &q[i * heads..(i + 1) * heads], hd, bases, k_cache, v_cache, s.scale, scores);
         },
     );
+}
+
+/// Shortest run of one sequence's consecutive tokens attended as a chunk.
+const CHUNK: usize = 8;
+
+/// `(first token, length)` of every run of at least `CHUNK` tokens of one sequence at
+/// consecutive positions.
+fn chunk_runs(p: &PagedAttn<Cpu>) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut t0 = 0;
+    for t in 1..=p.tokens {
+        let continues = t < p.tokens && p.token_seq[t] == p.token_seq[t - 1] && p.positions[t] == p.positions[t - 1] + 1;
+        if !continues {
+            if t - t0 >= CHUNK {
+                runs.push((t0, t - t0));
+            }
+            t0 = t;
+        }
+    }
+    runs
+}
+
+/// Tokens `t0..t0+n` of one sequence: its keys and values gathered from the cache, then per key/
+/// value head `S = scale·Q·Kᵀ`, a causal softmax (row i sees positions up to its own) and
+/// `O = P·V`, in blocks of query rows.
+fn attend_chunk(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f32], p: &PagedAttn<Cpu>, t0: usize, n: usize) {
+    let s = p.shape;
+    let (hd, qd, kvd, group) = (s.head_dim, s.q_dim(), s.kv_dim(), s.group());
+    let seq = p.token_seq[t0] as usize;
+    let first = p.positions[t0] as usize;
+    let ctx = first + n;
+    let table = &p.block_tables[seq * p.max_blocks..(seq + 1) * p.max_blocks];
+    let mut keys = vec![0f32; ctx * kvd];
+    let mut values = vec![0f32; ctx * kvd];
+    for j in 0..ctx {
+        let slot = table[j / p.block_size] as usize * p.block_size + j % p.block_size;
+        keys[j * kvd..(j + 1) * kvd].copy_from_slice(&k_cache[slot * kvd..(slot + 1) * kvd]);
+        values[j * kvd..(j + 1) * kvd].copy_from_slice(&v_cache[slot * kvd..(slot + 1) * kvd]);
+    }
+    // Per kv head: the outputs `[n, group, hd]` of its query heads.
+    let per_head: Vec<Vec<f32>> = (0..s.n_kv_heads)
+        .into_par_iter()
+        .map(|kh| {
+            let mut o = vec![0f32; n * group * hd];
+            let mut prob = vec![0f32; BLOCK * ctx];
+            let kv = View::rows(&keys, kh * hd, kvd);
+            let vv = View::rows(&values, kh * hd, kvd);
+            for gi in 0..group {
+                let h = kh * group + gi;
+                for i0 in (0..n).step_by(BLOCK) {
+                    let bq = BLOCK.min(n - i0);
+                    let width = first + i0 + bq; // keys the block's last row sees
+                    let qb = View::rows(q, (t0 + i0) * qd + h * hd, qd);
+                    // SAFETY: q rows t0+i0..t0+i0+bq of head h, and `width` <= ctx key rows, are in
+                    // bounds; prob holds bq rows of stride width.
+                    unsafe { gemm_view(&mut prob, width, bq, width, hd, qb, kv.t(), s.scale, false) };
+                    for r in 0..bq {
+                        let visible = first + i0 + r + 1;
+                        let row = &mut prob[r * width..(r + 1) * width];
+                        let max = row[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut sum = 0f32;
+                        for x in &mut row[..visible] {
+                            *x = fast_exp(*x - max);
+                            sum += *x;
+                        }
+                        let inv = 1.0 / sum;
+                        row[..visible].iter_mut().for_each(|x| *x *= inv);
+                        row[visible..].fill(0.0);
+                    }
+                    // SAFETY: o rows i0..i0+bq with stride group·hd are inside o.
+                    unsafe { gemm_view(&mut o[(i0 * group + gi) * hd..], group * hd, bq, hd, width, View::rows(&prob, 0, width), vv, 1.0, false) };
+                }
+            }
+            o
+        })
+        .collect();
+    for (kh, o) in per_head.iter().enumerate() {
+        for r in 0..n {
+            let row = (t0 + r) * qd + kh * group * hd;
+            out[row..row + group * hd].copy_from_slice(&o[r * group * hd..(r + 1) * group * hd]);
+        }
+    }
 }
 
 /// Query rows per block of the causal attention (forward and backward).
@@ -192,10 +286,11 @@ mod tests {
     use super::*;
     use crate::backend::AttnShape;
 
-    /// Paged decoding against a naive softmax over each sequence's keys in order, across head
-    /// sizes that do and do not fill the vector widths, with and without grouped queries.
+    /// Paged attention against a naive softmax over each sequence's keys in order, across head
+    /// sizes that do and do not fill the vector widths, with and without grouped queries, for
+    /// decoding tokens and for a chunk of one sequence's consecutive tokens (a continued prompt).
     #[test]
-    fn paged_decoding_matches_a_naive_softmax() {
+    fn paged_attention_matches_a_naive_softmax() {
         let wave = |i: usize, f: f32| ((i as f32) * f).sin();
         for (hd, n_heads, n_kv_heads) in [(16, 4, 4), (64, 9, 3), (80, 4, 2), (128, 2, 1)] {
             let shape = AttnShape { n_heads, n_kv_heads, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
@@ -205,13 +300,22 @@ mod tests {
             let slots = 2 * max_blocks * block_size;
             let k_cache: Vec<f32> = (0..slots * kvd).map(|i| wave(i, 0.37)).collect();
             let v_cache: Vec<f32> = (0..slots * kvd).map(|i| wave(i, 0.61)).collect();
-            let (positions, token_seq) = (vec![13u32, 22], vec![0u32, 1]);
-            let q: Vec<f32> = (0..2 * qd).map(|i| wave(i, 0.13)).collect();
-            let mut out = vec![0f32; 2 * qd];
-            let p = PagedAttn::<Cpu> { tokens: 2, shape, block_size, max_blocks, positions: &positions, token_seq: &token_seq, block_tables: &tables };
+            // A decoding token of sequence 0, then 11 consecutive tokens of sequence 1 (a chunk
+            // crossing block and query-block edges), then a decoding token of sequence 0.
+            let mut positions = vec![13u32];
+            let mut token_seq = vec![0u32];
+            positions.extend(9..20u32);
+            token_seq.extend([1u32; 11]);
+            positions.push(5);
+            token_seq.push(0);
+            let tokens = positions.len();
+            let q: Vec<f32> = (0..tokens * qd).map(|i| wave(i, 0.13)).collect();
+            let mut out = vec![0f32; tokens * qd];
+            let p = PagedAttn::<Cpu> { tokens, shape, block_size, max_blocks, positions: &positions, token_seq: &token_seq, block_tables: &tables };
             attention_paged(&mut out, &q, &k_cache, &v_cache, &p);
-            for t in 0..2 {
-                let slot = |j: usize| tables[t * max_blocks + j / block_size] as usize * block_size + j % block_size;
+            for t in 0..tokens {
+                let seq = token_seq[t] as usize;
+                let slot = |j: usize| tables[seq * max_blocks + j / block_size] as usize * block_size + j % block_size;
                 for h in 0..n_heads {
                     let kvh = h / shape.group();
                     let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
