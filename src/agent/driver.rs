@@ -148,6 +148,8 @@ pub fn run_episodes<B: Backend>(
     engine_opts: &EngineOptions,
 ) -> Result<Vec<Trajectory>> {
     cfg.validate()?;
+    // The model's context is a token budget too.
+    let cfg = &AgentConfig { max_trajectory_tokens: cfg.max_trajectory_tokens.min(model.config.max_position_embeddings), ..cfg.clone() };
     let capacity = cfg.max_episodes * (cfg.max_trajectory_tokens + 2 * engine_opts.block_size);
     let mut engine = Engine::new(be, model, engine_opts.clone(), capacity)?;
     run_episodes_with(&mut engine, tokenizer, grader, requests, cfg, sampling)

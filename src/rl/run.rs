@@ -198,7 +198,9 @@ fn start<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions) -> Result<Train
 
 fn summary(m: &Metrics) -> String {
     let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
-    format!("reward {:.3} kl {:.4} len {:.0} {:.1}s", get("reward/mean"), get("kl"), get("response_length/mean"), get("timing/step"))
+    // A step whose groups all had equal rewards makes no update, so it has no KL to show.
+    let kl = m.get("kl").map_or_else(|| "-".to_string(), |kl| format!("{kl:.4}"));
+    format!("reward {:.3} kl {kl} len {:.0} {:.1}s", get("reward/mean"), get("response_length/mean"), get("timing/step"))
 }
 
 /// Per-skill held-out scores before and after training.
