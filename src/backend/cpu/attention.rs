@@ -130,6 +130,21 @@ pub fn attention_paged(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f
     );
 }
 
+/// Softmax in place over the first `visible` scores of a row, zeros after them (the keys a
+/// query may not see); returns the log-sum-exp of the visible scores.
+fn causal_softmax(row: &mut [f32], visible: usize) -> f32 {
+    let max = row[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in &mut row[..visible] {
+        *x = fast_exp(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row[..visible].iter_mut().for_each(|x| *x *= inv);
+    row[visible..].fill(0.0);
+    max + sum.ln()
+}
+
 /// Shortest run of one sequence's consecutive tokens attended as a chunk.
 const CHUNK: usize = 8;
 
@@ -185,17 +200,7 @@ fn attend_chunk(out: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f32], p:
                     // bounds; prob holds bq rows of stride width.
                     unsafe { gemm_view(&mut prob, width, bq, width, hd, qb, kv.t(), s.scale, false) };
                     for r in 0..bq {
-                        let visible = first + i0 + r + 1;
-                        let row = &mut prob[r * width..(r + 1) * width];
-                        let max = row[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0f32;
-                        for x in &mut row[..visible] {
-                            *x = fast_exp(*x - max);
-                            sum += *x;
-                        }
-                        let inv = 1.0 / sum;
-                        row[..visible].iter_mut().for_each(|x| *x *= inv);
-                        row[visible..].fill(0.0);
+                        causal_softmax(&mut prob[r * width..(r + 1) * width], first + i0 + r + 1);
                     }
                     // SAFETY: o rows i0..i0+bq with stride group·hd are inside o.
                     unsafe { gemm_view(&mut o[(i0 * group + gi) * hd..], group * hd, bq, hd, width, View::rows(&prob, 0, width), vv, 1.0, false) };
@@ -252,18 +257,7 @@ pub fn attention_causal(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], 
                     // (asserted above); prob holds bq rows of stride n <= len.
                     unsafe { gemm_view(&mut prob, n, bq, n, hd, qb, kv.t(), s.scale, false) };
                     for r in 0..bq {
-                        let visible = i0 + r + 1;
-                        let row = &mut prob[r * n..(r + 1) * n];
-                        let max = row[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0f32;
-                        for x in &mut row[..visible] {
-                            *x = fast_exp(*x - max);
-                            sum += *x;
-                        }
-                        let inv = 1.0 / sum;
-                        row[..visible].iter_mut().for_each(|x| *x *= inv);
-                        row[visible..].fill(0.0);
-                        l[(i0 + r) * group + gi] = max + sum.ln();
+                        l[(i0 + r) * group + gi] = causal_softmax(&mut prob[r * n..(r + 1) * n], i0 + r + 1);
                     }
                     // SAFETY: o rows i0..i0+bq with stride group·hd are inside o.
                     unsafe { gemm_view(&mut o[(i0 * group + gi) * hd..], group * hd, bq, hd, n, View::rows(&prob, 0, n), vv, 1.0, false) };
