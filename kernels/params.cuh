@@ -239,3 +239,28 @@ struct AdamwParams {
     float grad_scale;
     uint32_t bf16_mask;
 };
+
+/// Gradient of attention_causal (attention_backward.cu): writes dq [tokens, q_dim], dk and dv
+/// [tokens, kv_dim] from d_out, q, k, v, out and lse ([tokens, n_heads], natural log). `delta`
+/// is f32 scratch of [tokens, n_heads] (rowsum(d_out ∘ out)). bf16_mask bits: 0 dq, 1 dk, 2 dv,
+/// 3 d_out, 4 q, 5 k, 6 v, 7 out, 8 lse.
+struct AttentionBackwardParams {
+    void* dq;
+    void* dk;
+    void* dv;
+    const void* d_out;
+    const void* q;
+    const void* k;
+    const void* v;
+    const void* out;
+    const void* lse;
+    float* delta;
+    const uint32_t* cu_seqlens;
+    int32_t tokens;
+    int32_t n_seqs;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;
+    float scale;
+    uint32_t bf16_mask;
+};

@@ -646,6 +646,43 @@ fn adamw() {
     }
 }
 
+#[test]
+fn attention_causal_backward() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(19);
+    for s in shapes() {
+        for lens in [vec![1usize], vec![17, 5, 64, 130], vec![3, 1, 65, 64, 63]] {
+            let tokens: usize = lens.iter().sum();
+            let mut cu = vec![0u32];
+            for l in &lens {
+                cu.push(cu.last().unwrap() + *l as u32);
+            }
+            let q = rng.vec(tokens * s.q_dim(), 2.0);
+            let k = rng.vec(tokens * s.kv_dim(), 2.0);
+            let v = rng.vec(tokens * s.kv_dim(), 1.0);
+            let d_out = rng.vec(tokens * s.q_dim(), 1.0);
+            // the CPU's forward outputs feed both backward passes, so only the backward is compared
+            let cp = CausalAttn::<Cpu> { tokens, n_seqs: lens.len(), shape: s, cu_seqlens: &cu };
+            let (mut out, mut lse) = (vec![0.0; tokens * s.q_dim()], vec![0.0; tokens * s.n_heads]);
+            Cpu.attention_causal(&mut out, &mut lse, &q, &k, &v, &cp).unwrap();
+            let (mut dq, mut dk, mut dv) = (vec![0.0; tokens * s.q_dim()], vec![0.0; tokens * s.kv_dim()], vec![0.0; tokens * s.kv_dim()]);
+            Cpu.attention_causal_backward(&mut dq, &mut dk, &mut dv, &d_out, &q, &k, &v, &out, &lse, &cp).unwrap();
+            let gcu = g.index(&cu).unwrap();
+            let gp = CausalAttn::<CudaBackend> { tokens, n_seqs: lens.len(), shape: s, cu_seqlens: &gcu };
+            // f32 everywhere, then q, k, v, d_out in bf16 (as the forward stores them)
+            for bf16_in in [false, true] {
+                let put = |x: &[f32]| if bf16_in { up(g, x) } else { up32(g, x) };
+                let (mut gdq, mut gdk, mut gdv) = (g.zeros_f32(dq.len()).unwrap(), g.zeros_f32(dk.len()).unwrap(), g.zeros_f32(dv.len()).unwrap());
+                g.attention_causal_backward(&mut gdq, &mut gdk, &mut gdv, &put(&d_out), &put(&q), &put(&k), &put(&v), &up32(g, &out), &up32(g, &lse), &gp).unwrap();
+                let what = format!("{s:?} lens={lens:?} bf16 in={bf16_in}");
+                check_f32("attention_causal_backward", &format!("{what} dq"), &down(g, &gdq), &dq, REDUCE_RTOL);
+                check_f32("attention_causal_backward", &format!("{what} dk"), &down(g, &gdk), &dk, REDUCE_RTOL);
+                check_f32("attention_causal_backward", &format!("{what} dv"), &down(g, &gdv), &dv, REDUCE_RTOL);
+            }
+        }
+    }
+}
+
 // ---- the fixture models on the GPU against transformers
 
 fn fixture(name: &str) -> PathBuf {

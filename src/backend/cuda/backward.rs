@@ -1,4 +1,5 @@
-//! The backward ops and the optimizer on the GPU (`kernels/backward.cu`, `kernels/optimizer.cu`);
+//! The backward ops and the optimizer on the GPU (`kernels/backward.cu`,
+//! `kernels/attention_backward.cu`, `kernels/optimizer.cu`);
 //! the `Backend` methods in `ops.rs` call these. Their tensors may be f32 or bf16 (each kernel
 //! reads the type of every pointer from a `bf16_mask`), so gradients and optimizer state can be
 //! kept in f32 while activations stay bf16.
@@ -8,13 +9,17 @@ use anyhow::{ensure, Result};
 use super::memory::{CudaIndex, CudaTensor, DType};
 use super::module::{elementwise, grid, *};
 use super::{want_len, CudaBackend};
-use crate::backend::{AdamW, Rope};
+use crate::backend::{AdamW, CausalAttn, Rope};
 
 /// Rows per block of `rms_norm_backward` and its threads (backward.cu: RMS_BWD_ROWS, _THREADS).
 const RMS_BWD_ROWS: usize = 32;
 const RMS_BWD_THREADS: u32 = 256;
 /// Rows per block of `add_bias_backward` (backward.cu: BIAS_BWD_ROWS).
 const BIAS_BWD_ROWS: usize = 64;
+/// Warps per block of the attention backward kernels (attention_backward.cu: ATTN_BWD_WARPS),
+/// and the largest head_dim they hold in registers (32 × ATTN_BWD_E).
+const ATTN_BWD_WARPS: usize = 4;
+const ATTN_BWD_MAX_HEAD_DIM: usize = 128;
 /// Blocks of `sum_squares` at most: each adds one partial into the accumulator.
 const SUM_SQUARES_MAX_BLOCKS: usize = 1024;
 
@@ -108,5 +113,46 @@ impl CudaBackend {
             grad_scale: hp.grad_scale,
         };
         self.launch(Kernel::Adamw, elementwise(n), &p)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the trait's arguments
+    pub(super) fn attention_causal_backward_impl(&self, dq: &mut CudaTensor, dk: &mut CudaTensor, dv: &mut CudaTensor, d_out: &CudaTensor, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, out: &CudaTensor, lse: &CudaTensor, p: &CausalAttn<Self>) -> Result<()> {
+        let s = p.shape;
+        ensure!(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0, "attention_causal_backward: {} heads over {} kv heads", s.n_heads, s.n_kv_heads);
+        ensure!(s.head_dim <= ATTN_BWD_MAX_HEAD_DIM, "attention_causal_backward: head_dim {} is above {ATTN_BWD_MAX_HEAD_DIM}", s.head_dim);
+        let (t, qd, kvd) = (p.tokens, s.q_dim(), s.kv_dim());
+        for (x, n, what) in [(&*dq, t * qd, "dq"), (&*dk, t * kvd, "dk"), (&*dv, t * kvd, "dv"), (d_out, t * qd, "d_out"), (q, t * qd, "q"), (k, t * kvd, "k"), (v, t * kvd, "v"), (out, t * qd, "out"), (lse, t * s.n_heads, "lse")] {
+            want_len(x, n, &format!("attention_causal_backward {what}"))?;
+        }
+        ensure!(p.cu_seqlens.len > p.n_seqs, "attention_causal_backward: cu_seqlens has {} entries for {} sequences", p.cu_seqlens.len, p.n_seqs);
+        if t == 0 || p.n_seqs == 0 {
+            return Ok(());
+        }
+        self.dev.bind()?;
+        let delta = self.pool.alloc(t * s.n_heads * 4)?;
+        let params = AttentionBackwardParams {
+            bf16_mask: bf16_mask(&[dq, dk, dv, d_out, q, k, v, out, lse]),
+            dq: dq.ptr(),
+            dk: dk.ptr(),
+            dv: dv.ptr(),
+            d_out: d_out.ptr(),
+            q: q.ptr(),
+            k: k.ptr(),
+            v: v.ptr(),
+            out: out.ptr(),
+            lse: lse.ptr(),
+            delta: delta.ptr(),
+            cu_seqlens: p.cu_seqlens.ptr(),
+            tokens: t as i32,
+            n_seqs: p.n_seqs as i32,
+            n_heads: s.n_heads as i32,
+            n_kv_heads: s.n_kv_heads as i32,
+            head_dim: s.head_dim as i32,
+            scale: s.scale,
+        };
+        let threads = 32 * ATTN_BWD_WARPS as u32;
+        self.launch(Kernel::AttentionCausalBackwardDelta, grid(((t * s.n_heads).div_ceil(ATTN_BWD_WARPS) as u32, 1, 1), threads), &params)?;
+        self.launch(Kernel::AttentionCausalBackwardDq, grid((t.div_ceil(ATTN_BWD_WARPS) as u32, s.n_heads as u32, 1), threads), &params)?;
+        self.launch(Kernel::AttentionCausalBackwardDkv, grid((t.div_ceil(ATTN_BWD_WARPS) as u32, s.n_kv_heads as u32, 1), threads), &params)
     }
 }

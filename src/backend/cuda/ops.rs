@@ -348,6 +348,10 @@ impl Backend for CudaBackend {
         self.swiglu_backward_impl(d_gate, d_up, d_out, gate, up)
     }
 
+    fn attention_causal_backward(&self, dq: &mut CudaTensor, dk: &mut CudaTensor, dv: &mut CudaTensor, d_out: &CudaTensor, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, out: &CudaTensor, lse: &CudaTensor, p: &CausalAttn<Self>) -> Result<()> {
+        self.attention_causal_backward_impl(dq, dk, dv, d_out, q, k, v, out, lse, p)
+    }
+
     fn sum_squares(&self, acc: &mut CudaTensor, x: &CudaTensor) -> Result<()> {
         self.sum_squares_impl(acc, x)
     }
