@@ -155,8 +155,9 @@ struct PhiloxParams {
 };
 
 // ---- backward ops and the optimizer. Their tensors are f32 or bf16, chosen at run time: bit i
-// of `bf16_mask` is set when the i-th pointer of the struct (counting from 0, in declaration
-// order) points to bf16, clear for f32. Math is f32 either way.
+// of `bf16_mask` is set when the i-th tensor pointer of the struct (the `void*` ones, counting
+// from 0 in declaration order) points to bf16, clear for f32. Index and scratch pointers come
+// after them and have no bit. Math is f32 either way.
 
 /// d_table[ids[t],:] += d_out[t,:] (atomic adds; rows whose id is out of range are skipped).
 struct EmbeddingBackwardParams {
