@@ -11,6 +11,21 @@
 DEVICE float to_f32(bf16 x) { return __bfloat162float(x); }
 DEVICE bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
 
+// Tensors whose type is chosen at run time (the backward and optimizer kernels): `bf` says
+// whether `p` points to bf16 (else f32); see `bf16_mask` in params.cuh.
+DEVICE bool is_bf16(uint32_t mask, int bit) { return (mask >> bit) & 1u; }
+DEVICE float load(const void* p, bool bf, int64_t i) {
+    return bf ? to_f32(((const bf16*)p)[i]) : ((const float*)p)[i];
+}
+DEVICE void store(void* p, bool bf, int64_t i, float v) {
+    if (bf) ((bf16*)p)[i] = to_bf16(v);
+    else ((float*)p)[i] = v;
+}
+DEVICE void atomic_add(void* p, bool bf, int64_t i, float v) {
+    if (bf) atomicAdd((bf16*)p + i, to_bf16(v));
+    else atomicAdd((float*)p + i, v);
+}
+
 DEVICE float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -153,3 +153,115 @@ struct PhiloxParams {
     const uint32_t* key;
     int32_t n;
 };
+
+// ---- backward ops and the optimizer. Their tensors are f32 or bf16, chosen at run time: bit i
+// of `bf16_mask` is set when the i-th tensor pointer of the struct (the `void*` ones, counting
+// from 0 in declaration order) points to bf16, clear for f32. Index and scratch pointers come
+// after them and have no bit. Math is f32 either way.
+
+/// d_table[ids[t],:] += d_out[t,:] (atomic adds; rows whose id is out of range are skipped).
+struct EmbeddingBackwardParams {
+    void* d_table;
+    const void* d_out;
+    const uint32_t* ids;
+    int32_t rows;
+    int32_t dim;
+    int32_t vocab;
+    uint32_t bf16_mask;
+};
+
+/// dx += ∂out/∂x · d_out row by row; d_weight += sum over rows of d_out · x / rms(x).
+struct RmsNormBackwardParams {
+    void* dx;
+    void* d_weight;
+    const void* d_out;
+    const void* x;
+    const void* weight;
+    int32_t rows;
+    int32_t dim;
+    float eps;
+    uint32_t bf16_mask;
+};
+
+/// d_bias += column sums of dx ([rows, dim]).
+struct AddBiasBackwardParams {
+    void* d_bias;
+    const void* dx;
+    int32_t rows;
+    int32_t dim;
+    uint32_t bf16_mask;
+};
+
+/// dx ([rows, n_heads*head_dim]) rotated in place by each row's negative angle.
+struct RopeBackwardParams {
+    void* x;
+    const uint32_t* positions;
+    int32_t rows;
+    int32_t n_heads;
+    int32_t head_dim;
+    float theta;
+    uint32_t bf16_mask;
+};
+
+/// d_gate = d_out · up · silu'(gate), d_up = d_out · silu(gate) (n elements, overwritten).
+struct SwigluBackwardParams {
+    void* d_gate;
+    void* d_up;
+    const void* d_out;
+    const void* gate;
+    const void* up;
+    int64_t n;
+    uint32_t bf16_mask;
+};
+
+/// acc[0] += sum(x²) over n elements (one atomic add per block).
+struct SumSquaresParams {
+    void* acc;
+    const void* x;
+    int64_t n;
+    uint32_t bf16_mask;
+};
+
+/// One AdamW step (PyTorch semantics) over n elements. The host computes the step-dependent
+/// scalars as the CPU backend does: decay = 1 - lr·wd, step_size = lr / (1 - beta1^t),
+/// bc2_sqrt = sqrt(1 - beta2^t).
+struct AdamwParams {
+    void* param;
+    const void* grad;
+    void* m;
+    void* v;
+    int64_t n;
+    float beta1;
+    float beta2;
+    float eps;
+    float decay;
+    float step_size;
+    float bc2_sqrt;
+    float grad_scale;
+    uint32_t bf16_mask;
+};
+
+/// Gradient of attention_causal (attention_backward.cu): writes dq [tokens, q_dim], dk and dv
+/// [tokens, kv_dim] from d_out, q, k, v, out and lse ([tokens, n_heads], natural log). `delta`
+/// is f32 scratch of [tokens, n_heads] (rowsum(d_out ∘ out)). bf16_mask bits: 0 dq, 1 dk, 2 dv,
+/// 3 d_out, 4 q, 5 k, 6 v, 7 out, 8 lse.
+struct AttentionBackwardParams {
+    void* dq;
+    void* dk;
+    void* dv;
+    const void* d_out;
+    const void* q;
+    const void* k;
+    const void* v;
+    const void* out;
+    const void* lse;
+    float* delta;
+    const uint32_t* cu_seqlens;
+    int32_t tokens;
+    int32_t n_seqs;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;
+    float scale;
+    uint32_t bf16_mask;
+};

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use atomrl::backend::cpu::Cpu;
 use atomrl::backend::cuda::{kernels_runnable, CudaBackend, DType};
-use atomrl::backend::{AttnShape, Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams};
+use atomrl::backend::{AdamW, AttnShape, Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams};
 
 // ---- tolerances
 
@@ -32,6 +32,8 @@ fn tol(op: &str) -> f32 {
         // one rounding of the f32 result to bf16 (add_rms_norm also rounds the residual)
         "rms_norm" | "qk_norm" | "add" | "add_bias" | "swiglu" | "rope" | "gemm" => BF16_ULP,
         "add_rms_norm" => 2.0 * BF16_ULP,
+        // rope then rope_backward, each rounding its output to bf16
+        "rope_roundtrip" => 2.0 * BF16_ULP,
         // P rounded to bf16 before the P·V product, then the output rounded
         "attention_causal" | "attention_paged" => 2.0 * BF16_ULP,
         // f32 output of a sum of bf16 products accumulated in f32
@@ -445,6 +447,238 @@ fn sample_matches_cpu_draw_for_draw() {
         for (r, (a, b)) in got.iter().zip(&want).enumerate() {
             assert_eq!(a.token, b.token, "vocab={vocab} row {r} {:?}: gpu drew {}, cpu {}", params[r], a.token, b.token);
             check("sample_logprob", &format!("vocab={vocab} row {r}"), &[a.logprob], &[b.logprob]);
+        }
+    }
+}
+
+// ---- backward ops and the optimizer
+//
+// These ops take f32 or bf16 tensors. With f32 outputs the comparison is at f32 precision: a
+// value passes when `|gpu - cpu| <= rtol·|cpu| + rtol·max|cpu|` (the second term covers elements
+// that cancel to near zero), with rtol = ELEMENTWISE_RTOL for elementwise ops and REDUCE_RTOL for
+// sums over rows or elements (atomic adds and tree sums run in another order than the CPU's).
+
+/// Relative tolerance of f32 elementwise outputs.
+const ELEMENTWISE_RTOL: f32 = 1e-5;
+/// Relative tolerance of f32 reductions (sums over rows or elements, atomics).
+const REDUCE_RTOL: f32 = 1e-4;
+
+fn check_f32(op: &str, what: &str, got: &[f32], want: &[f32], rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{op} {what}: lengths differ");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let atol = rtol * scale;
+    let mut worst: Option<(usize, f32)> = None;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let excess = (g - w).abs() - (atol + rtol * w.abs());
+        let excess = if excess.is_nan() { f32::INFINITY } else { excess };
+        if excess > 0.0 && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        panic!("{op} {what}: element {i}: gpu {} cpu {} (|diff| {} > {rtol}*|cpu| + {atol})", got[i], want[i], (got[i] - want[i]).abs());
+    }
+}
+
+fn up32(g: &CudaBackend, v: &[f32]) -> atomrl::backend::cuda::CudaTensor {
+    g.from_f32_as(v, DType::F32).unwrap()
+}
+
+#[test]
+fn embedding_backward() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(12);
+    // small vocabularies so ids repeat (several rows add into one table row)
+    for (rows, dim, vocab) in [(1, 8, 5), (7, 33, 3), (300, 1000, 17), (1000, 65, 1000)] {
+        let d_out = rng.vec(rows * dim, 1.0);
+        let table0 = rng.vec(vocab * dim, 1.0);
+        let ids: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
+        let mut want = table0.clone();
+        Cpu.embedding_backward(&mut want, &d_out, &ids, rows, dim).unwrap();
+        let gi = g.index(&ids).unwrap();
+        let what = format!("rows={rows} dim={dim} vocab={vocab}");
+        // f32 gradient from f32 and from bf16 upstream gradients
+        for bf16_in in [false, true] {
+            let mut t = up32(g, &table0);
+            let d = if bf16_in { up(g, &d_out) } else { up32(g, &d_out) };
+            g.embedding_backward(&mut t, &d, &gi, rows, dim).unwrap();
+            check_f32("embedding_backward", &format!("{what} bf16 d_out={bf16_in}"), &down(g, &t), &want, REDUCE_RTOL);
+        }
+    }
+}
+
+#[test]
+fn rms_norm_backward() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(13);
+    // rows around the 32-row block, dims that are not multiples of 32
+    for (rows, dim) in [(1, 7), (5, 64), (33, 97), (70, 1000), (3, 4097), (129, 33)] {
+        let x = rng.vec(rows * dim, 3.0);
+        let w = rng.vec(dim, 1.5);
+        let dy = rng.vec(rows * dim, 1.0);
+        let dx0 = rng.vec(rows * dim, 1.0);
+        let dw0 = rng.vec(dim, 1.0);
+        let (mut dx, mut dw) = (dx0.clone(), dw0.clone());
+        Cpu.rms_norm_backward(&mut dx, &mut dw, &dy, &x, &w, rows, dim, 1e-6).unwrap();
+        let what = format!("rows={rows} dim={dim}");
+        // all f32, then bf16 inputs with f32 gradients (activations and weights as the CUDA
+        // model stores them)
+        for bf16_in in [false, true] {
+            let put = |v: &[f32]| if bf16_in { up(g, v) } else { up32(g, v) };
+            let (mut gdx, mut gdw) = (up32(g, &dx0), up32(g, &dw0));
+            g.rms_norm_backward(&mut gdx, &mut gdw, &put(&dy), &put(&x), &put(&w), rows, dim, 1e-6).unwrap();
+            // dx: two row sums (mean(x²), mean(g·x)) per row
+            check_f32("rms_norm_backward", &format!("{what} dx bf16 in={bf16_in}"), &down(g, &gdx), &dx, REDUCE_RTOL);
+            check_f32("rms_norm_backward", &format!("{what} d_weight bf16 in={bf16_in}"), &down(g, &gdw), &dw, REDUCE_RTOL);
+        }
+    }
+}
+
+#[test]
+fn add_bias_backward() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(14);
+    for (rows, dim) in [(1, 3), (7, 129), (65, 896), (300, 33)] {
+        let dx = rng.vec(rows * dim, 2.0);
+        let db0 = rng.vec(dim, 1.0);
+        let mut want = db0.clone();
+        Cpu.add_bias_backward(&mut want, &dx, rows, dim).unwrap();
+        let mut db = up32(g, &db0);
+        g.add_bias_backward(&mut db, &up32(g, &dx), rows, dim).unwrap();
+        check_f32("add_bias_backward", &format!("rows={rows} dim={dim}"), &down(g, &db), &want, REDUCE_RTOL);
+    }
+}
+
+#[test]
+fn rope_backward() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(15);
+    // Positions below 64: the kernel forms inv_freq as rope.cu does (pow in double), the CPU in
+    // f32, and they may differ by an ulp; times the position that stays inside the tolerance.
+    for (rows, n_heads, head_dim, theta) in [(1, 1, 2, 10000.0), (5, 3, 16, 10000.0), (7, 2, 128, 1_000_000.0), (33, 4, 64, 500000.0)] {
+        let r = Rope { rows, n_heads, head_dim, theta };
+        let dx = rng.vec(rows * n_heads * head_dim, 2.0);
+        let pos: Vec<u32> = (0..rows).map(|_| rng.below(64) as u32).collect();
+        let mut want = dx.clone();
+        Cpu.rope_backward(&mut want, &pos, r).unwrap();
+        let gp = g.index(&pos).unwrap();
+        let mut t = up32(g, &dx);
+        g.rope_backward(&mut t, &gp, r).unwrap();
+        check_f32("rope_backward", &format!("{r:?}"), &down(g, &t), &want, ELEMENTWISE_RTOL);
+    }
+    // The inverse of the GPU's own rope at long positions (bf16, as rope stores it).
+    for (rows, n_heads, head_dim, theta, max_pos) in [(7, 2, 128, 1_000_000.0, 40000), (33, 4, 64, 500000.0, 8192)] {
+        let r = Rope { rows, n_heads, head_dim, theta };
+        let x = rng.vec(rows * n_heads * head_dim, 2.0);
+        let pos: Vec<u32> = (0..rows).map(|_| rng.below(max_pos) as u32).collect();
+        let gp = g.index(&pos).unwrap();
+        let mut t = up(g, &x);
+        g.rope(&mut t, &gp, r).unwrap();
+        g.rope_backward(&mut t, &gp, r).unwrap();
+        check("rope_roundtrip", &format!("rope_backward(rope(x)) {r:?}"), &down(g, &t), &x);
+    }
+}
+
+#[test]
+fn swiglu_backward() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(16);
+    for n in [1usize, 31, 1000, 70001] {
+        let dy = rng.vec(n, 2.0);
+        let gate = rng.vec(n, 4.0);
+        let upv = rng.vec(n, 4.0);
+        let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+        Cpu.swiglu_backward(&mut dg, &mut du, &dy, &gate, &upv).unwrap();
+        for bf16_in in [false, true] {
+            let put = |v: &[f32]| if bf16_in { up(g, v) } else { up32(g, v) };
+            let (mut gdg, mut gdu) = (g.zeros_f32(n).unwrap(), g.zeros_f32(n).unwrap());
+            g.swiglu_backward(&mut gdg, &mut gdu, &put(&dy), &put(&gate), &put(&upv)).unwrap();
+            check_f32("swiglu_backward", &format!("n={n} d_gate bf16 in={bf16_in}"), &down(g, &gdg), &dg, ELEMENTWISE_RTOL);
+            check_f32("swiglu_backward", &format!("n={n} d_up bf16 in={bf16_in}"), &down(g, &gdu), &du, ELEMENTWISE_RTOL);
+        }
+        // bf16 outputs: one rounding of each
+        let (mut gdg, mut gdu) = (g.zeros(n).unwrap(), g.zeros(n).unwrap());
+        g.swiglu_backward(&mut gdg, &mut gdu, &up(g, &dy), &up(g, &gate), &up(g, &upv)).unwrap();
+        check("swiglu", &format!("swiglu_backward n={n} d_gate bf16"), &down(g, &gdg), &dg);
+        check("swiglu", &format!("swiglu_backward n={n} d_up bf16"), &down(g, &gdu), &du);
+    }
+}
+
+#[test]
+fn sum_squares() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(17);
+    // up to more elements than the 1024 blocks × 256 threads of one grid pass
+    for n in [1usize, 31, 1000, 70001, (1 << 20) + 3] {
+        let x = rng.vec(n, 3.0);
+        let mut want = vec![0.5f32];
+        Cpu.sum_squares(&mut want, &x).unwrap();
+        for bf16_in in [false, true] {
+            let mut acc = up32(g, &[0.5]);
+            let xt = if bf16_in { up(g, &x) } else { up32(g, &x) };
+            g.sum_squares(&mut acc, &xt).unwrap();
+            check_f32("sum_squares", &format!("n={n} bf16 x={bf16_in}"), &down(g, &acc), &want, REDUCE_RTOL);
+        }
+    }
+}
+
+#[test]
+fn adamw() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(18);
+    for n in [1usize, 31, 1000, 70001] {
+        let param: Vec<f32> = rng.vec(n, 1.0);
+        let m0 = rng.vec(n, 0.01);
+        let v0: Vec<f32> = rng.vec(n, 1e-4).into_iter().map(f32::abs).collect();
+        let (mut w, mut m, mut v) = (param.clone(), m0.clone(), v0.clone());
+        let (mut gw, mut gm, mut gv) = (up32(g, &param), up32(g, &m0), up32(g, &v0));
+        // two consecutive steps with different gradients and hyper-parameters
+        for (step, lr, wd, grad_scale) in [(1u64, 1e-3f32, 0.1f32, 1.0f32), (7, 3e-4, 0.0, 0.37)] {
+            let grad = rng.vec(n, 0.05);
+            let hp = AdamW { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: wd, step, grad_scale };
+            Cpu.adamw(&mut w, &grad, &mut m, &mut v, hp).unwrap();
+            g.adamw(&mut gw, &up32(g, &grad), &mut gm, &mut gv, hp).unwrap();
+            let what = format!("n={n} step={step}");
+            check_f32("adamw", &format!("{what} param"), &down(g, &gw), &w, ELEMENTWISE_RTOL);
+            check_f32("adamw", &format!("{what} m"), &down(g, &gm), &m, ELEMENTWISE_RTOL);
+            check_f32("adamw", &format!("{what} v"), &down(g, &gv), &v, ELEMENTWISE_RTOL);
+        }
+    }
+}
+
+#[test]
+fn attention_causal_backward() {
+    let g = gpu_or_skip!();
+    let mut rng = Rng(19);
+    for s in shapes() {
+        for lens in [vec![1usize], vec![17, 5, 64, 130], vec![3, 1, 65, 64, 63]] {
+            let tokens: usize = lens.iter().sum();
+            let mut cu = vec![0u32];
+            for l in &lens {
+                cu.push(cu.last().unwrap() + *l as u32);
+            }
+            let q = rng.vec(tokens * s.q_dim(), 2.0);
+            let k = rng.vec(tokens * s.kv_dim(), 2.0);
+            let v = rng.vec(tokens * s.kv_dim(), 1.0);
+            let d_out = rng.vec(tokens * s.q_dim(), 1.0);
+            // the CPU's forward outputs feed both backward passes, so only the backward is compared
+            let cp = CausalAttn::<Cpu> { tokens, n_seqs: lens.len(), shape: s, cu_seqlens: &cu };
+            let (mut out, mut lse) = (vec![0.0; tokens * s.q_dim()], vec![0.0; tokens * s.n_heads]);
+            Cpu.attention_causal(&mut out, &mut lse, &q, &k, &v, &cp).unwrap();
+            let (mut dq, mut dk, mut dv) = (vec![0.0; tokens * s.q_dim()], vec![0.0; tokens * s.kv_dim()], vec![0.0; tokens * s.kv_dim()]);
+            Cpu.attention_causal_backward(&mut dq, &mut dk, &mut dv, &d_out, &q, &k, &v, &out, &lse, &cp).unwrap();
+            let gcu = g.index(&cu).unwrap();
+            let gp = CausalAttn::<CudaBackend> { tokens, n_seqs: lens.len(), shape: s, cu_seqlens: &gcu };
+            // f32 everywhere, then q, k, v, d_out in bf16 (as the forward stores them)
+            for bf16_in in [false, true] {
+                let put = |x: &[f32]| if bf16_in { up(g, x) } else { up32(g, x) };
+                let (mut gdq, mut gdk, mut gdv) = (g.zeros_f32(dq.len()).unwrap(), g.zeros_f32(dk.len()).unwrap(), g.zeros_f32(dv.len()).unwrap());
+                g.attention_causal_backward(&mut gdq, &mut gdk, &mut gdv, &put(&d_out), &put(&q), &put(&k), &put(&v), &up32(g, &out), &up32(g, &lse), &gp).unwrap();
+                let what = format!("{s:?} lens={lens:?} bf16 in={bf16_in}");
+                check_f32("attention_causal_backward", &format!("{what} dq"), &down(g, &gdq), &dq, REDUCE_RTOL);
+                check_f32("attention_causal_backward", &format!("{what} dk"), &down(g, &gdk), &dk, REDUCE_RTOL);
+                check_f32("attention_causal_backward", &format!("{what} dv"), &down(g, &gdv), &dv, REDUCE_RTOL);
+            }
         }
     }
 }

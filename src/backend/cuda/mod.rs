@@ -6,12 +6,14 @@
 //! - `module`: the embedded fatbin, the generated `Kernel` enum and params structs, launches.
 //! - `blas`: cuBLASLt with cached descriptors.
 //! - `ops`: the `Backend` implementation, one function per op.
+//! - `backward`: the backward ops and the optimizer (f32 or bf16 tensors), called from `ops`.
 //!
 //! Tensors the trait creates (`zeros`, `from_f32`) are bf16, the storage type of activations and
 //! weights as the kernels read them; [`CudaBackend::zeros_f32`] and [`CudaBackend::from_f32_as`]
 //! make f32 ones (logits, log-sum-exp, master weights). An op that reads a tensor of the wrong
 //! type returns an error naming it.
 
+mod backward;
 mod blas;
 mod device;
 mod memory;

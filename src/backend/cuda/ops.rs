@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Result};
 use super::memory::{CudaIndex, CudaTensor, DType};
 use super::module::{self, elementwise, grid, *};
 use super::{want_bf16, want_len, CudaBackend};
-use crate::backend::{Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams, Sampled};
+use crate::backend::{AdamW, Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams, Sampled};
 
 /// Query rows per block of the prefill attention kernel (attention.cu: ATTN_BM).
 const ATTN_BM: usize = 64;
@@ -18,7 +18,7 @@ const SAMPLE_THREADS: u32 = 1024;
 const PAGED_MIN_SPLIT: usize = 256;
 
 impl CudaBackend {
-    fn launch<P: KernelParams + cudarc::driver::DeviceRepr>(&self, k: Kernel, cfg: cudarc::driver::LaunchConfig, p: &P) -> Result<()> {
+    pub(super) fn launch<P: KernelParams + cudarc::driver::DeviceRepr>(&self, k: Kernel, cfg: cudarc::driver::LaunchConfig, p: &P) -> Result<()> {
         let (x, y, z) = cfg.grid_dim;
         if x == 0 || y == 0 || z == 0 {
             return Ok(()); // nothing to do (zero rows), and CUDA rejects an empty grid
@@ -324,6 +324,40 @@ impl Backend for CudaBackend {
         // tile exit at once.
         let tiles = p.tokens.div_ceil(ATTN_BM) + p.n_seqs;
         self.launch(kernel, grid((tiles as u32, s.n_heads as u32, 1), 128), &params)
+    }
+
+    // ---- backward ops and the optimizer (backward.rs): f32 or bf16 tensors
+
+    fn embedding_backward(&self, d_table: &mut CudaTensor, d_out: &CudaTensor, ids: &CudaIndex, rows: usize, dim: usize) -> Result<()> {
+        self.embedding_backward_impl(d_table, d_out, ids, rows, dim)
+    }
+
+    fn rms_norm_backward(&self, dx: &mut CudaTensor, d_weight: &mut CudaTensor, d_out: &CudaTensor, x: &CudaTensor, weight: &CudaTensor, rows: usize, dim: usize, eps: f32) -> Result<()> {
+        self.rms_norm_backward_impl(dx, d_weight, d_out, x, weight, rows, dim, eps)
+    }
+
+    fn add_bias_backward(&self, d_bias: &mut CudaTensor, dx: &CudaTensor, rows: usize, dim: usize) -> Result<()> {
+        self.add_bias_backward_impl(d_bias, dx, rows, dim)
+    }
+
+    fn rope_backward(&self, dx: &mut CudaTensor, positions: &CudaIndex, r: Rope) -> Result<()> {
+        self.rope_backward_impl(dx, positions, r)
+    }
+
+    fn swiglu_backward(&self, d_gate: &mut CudaTensor, d_up: &mut CudaTensor, d_out: &CudaTensor, gate: &CudaTensor, up: &CudaTensor) -> Result<()> {
+        self.swiglu_backward_impl(d_gate, d_up, d_out, gate, up)
+    }
+
+    fn attention_causal_backward(&self, dq: &mut CudaTensor, dk: &mut CudaTensor, dv: &mut CudaTensor, d_out: &CudaTensor, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, out: &CudaTensor, lse: &CudaTensor, p: &CausalAttn<Self>) -> Result<()> {
+        self.attention_causal_backward_impl(dq, dk, dv, d_out, q, k, v, out, lse, p)
+    }
+
+    fn sum_squares(&self, acc: &mut CudaTensor, x: &CudaTensor) -> Result<()> {
+        self.sum_squares_impl(acc, x)
+    }
+
+    fn adamw(&self, param: &mut CudaTensor, grad: &CudaTensor, m: &mut CudaTensor, v: &mut CudaTensor, p: AdamW) -> Result<()> {
+        self.adamw_impl(param, grad, m, v, p)
     }
 
     fn sample(&self, logits: &CudaTensor, vocab: usize, params: &[SampleParams]) -> Result<Vec<Sampled>> {
