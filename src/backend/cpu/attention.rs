@@ -290,7 +290,7 @@ mod tests {
             let shape = AttnShape { n_heads, n_kv_heads, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
             let (qd, kvd, block_size, max_blocks) = (shape.q_dim(), shape.kv_dim(), 4, 6);
             // Two sequences; their blocks are interleaved in the cache, in reverse order.
-            let tables: Vec<u32> = (0..2 * max_blocks as u32).map(|b| (2 * max_blocks as u32 - 1 - b)).collect();
+            let tables: Vec<u32> = (0..2 * max_blocks as u32).map(|b| 2 * max_blocks as u32 - 1 - b).collect();
             let slots = 2 * max_blocks * block_size;
             let k_cache: Vec<f32> = (0..slots * kvd).map(|i| wave(i, 0.37)).collect();
             let v_cache: Vec<f32> = (0..slots * kvd).map(|i| wave(i, 0.61)).collect();
