@@ -128,3 +128,26 @@ fn the_loss_mask_covers_exactly_the_policy_tokens_across_turns() {
     }
     assert!(loss_rows(&c, &mask, true).0.iter().all(|&w| w == 0.0), "a masked trajectory trains on nothing");
 }
+
+/// The warm start's gold agent transcripts: real observations from the tools, and an answer the
+/// skill's grader scores 1 (for code editing, the diff the `edit` calls made).
+#[test]
+fn gold_agent_transcripts_score_one_for_every_skill() {
+    let tasks: Vec<Task> = tasks_with_env().into_iter().map(|mut t| {
+        t.split = Some("train".into());
+        t
+    }).collect();
+    let Some(grader) = grader_for("agent transcripts", &tasks, GraderConfig::default()) else { return };
+    for t in &tasks {
+        let (messages, answer) = atomrl::agent::gold_transcript(&grader, t, &Default::default()).unwrap();
+        let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(&roles[..2], ["system", "user"]);
+        for pair in roles[2..].chunks(2) {
+            assert!(pair == ["assistant", "tool"] || pair == ["assistant"], "{roles:?}");
+        }
+        let last = &messages.last().unwrap().content;
+        assert!(last.starts_with("<tool_call>{\"name\": \"submit\""), "{last}");
+        let grade = grader.grade(t, &answer);
+        assert_eq!(grade.reward, 1.0, "{}: {} {}", t.skill.name(), grade.reason, grade.detail);
+    }
+}

@@ -6,6 +6,7 @@
 //! - `prompt`: the skills' prompts with the tools described, and observations rendered by the
 //!   model's own chat template;
 //! - `episode`: one trajectory, token by token as generated, with the policy's tokens marked;
+//! - `transcript`: gold episodes as chat transcripts for the warm start;
 //! - `driver`: many episodes on one rollout engine, tools on worker threads while the engine
 //!   decodes the other episodes.
 //!
@@ -18,6 +19,7 @@ mod episode;
 mod prompt;
 mod support;
 pub mod tools;
+mod transcript;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,7 @@ pub use driver::{run_episodes, run_episodes_with, AgentRequest, Scripted, TurnSo
 pub use episode::{decide, Decision, EpisodeEnd, Trajectory};
 pub use prompt::{agent_messages, observation_text};
 pub use tools::ToolConfig;
+pub use transcript::{call_text, gold_calls, gold_transcript};
 
 /// `[agent]` in a run config: the budgets of one episode and how tools run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

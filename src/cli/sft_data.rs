@@ -1,13 +1,15 @@
 //! `atomrl sft-data --tasks FILE --out FILE [--verify]`: the skill corpus's gold answers as chat
-//! transcripts (`{"messages": [...]}` per line) for `atomrl sft`. Tasks of the test split are
-//! refused.
+//! transcripts (`{"messages": [...]}` per line) for `atomrl sft`; with `--agent`, gold agent
+//! episodes (tool calls with observations from real workspaces, then `submit`) for the warm start
+//! of agent mode. Tasks of the test split are refused.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::sft::{from_task, write_examples};
+use crate::agent::{gold_transcript, ToolConfig};
+use crate::sft::{from_task, write_examples, Example};
 use crate::skills::{load_tasks, BadLine, Grader, GraderConfig, Tier};
 
 #[derive(Args, Debug)]
@@ -27,6 +29,9 @@ pub struct SftDataArgs {
     /// Concurrent gradings for `--verify` (default: the number of cores).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Gold agent episodes instead of single answers (needs the sandbox; see docs/agent.md).
+    #[arg(long)]
+    pub agent: bool,
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -45,12 +50,38 @@ pub fn run(args: SftDataArgs) -> Result<()> {
     if tasks.is_empty() {
         bail!("no task to convert");
     }
-    let examples = tasks.iter().map(from_task).collect::<Result<Vec<_>>>()?;
+    let workers = args.workers.unwrap_or_else(|| GraderConfig::default().workers);
+    let grader = if args.verify || args.agent {
+        let g = Grader::new(GraderConfig { workers, ..GraderConfig::default() })?;
+        g.prepare(&tasks)?;
+        Some(g)
+    } else {
+        None
+    };
+    // Each example with the answer it gives.
+    let (examples, golds): (Vec<Example>, Vec<String>) = if args.agent {
+        let grader = grader.as_ref().expect("made for --agent");
+        let mut out = Vec::new();
+        let mut kept = Vec::new();
+        for t in tasks {
+            from_task(&t)?; // refuses the test split
+            match gold_transcript(grader, &t, &ToolConfig::default()) {
+                Ok((messages, answer)) => {
+                    out.push((Example { messages, id: Some(t.instance_id.clone()) }, answer));
+                    kept.push(t);
+                }
+                Err(e) => eprintln!("note: skipped: {e:#}"),
+            }
+        }
+        tasks = kept;
+        out.into_iter().unzip()
+    } else {
+        let examples = tasks.iter().map(from_task).collect::<Result<Vec<_>>>()?;
+        let golds = examples.iter().map(|e| e.messages.last().expect("an answer").content.clone()).collect();
+        (examples, golds)
+    };
     let (examples, dropped) = if args.verify {
-        let workers = args.workers.unwrap_or_else(|| GraderConfig::default().workers);
-        let grader = Grader::new(GraderConfig { workers, ..GraderConfig::default() })?;
-        grader.prepare(&tasks)?;
-        let golds: Vec<String> = examples.iter().map(|e| e.messages.last().expect("an answer").content.clone()).collect();
+        let grader = grader.as_ref().expect("made for --verify");
         let items: Vec<(&crate::skills::Task, &str)> = tasks.iter().zip(&golds).map(|(t, g)| (t, g.as_str())).collect();
         let grades = grader.grade_batch(&items);
         let mut kept = Vec::new();
