@@ -13,6 +13,7 @@ pub mod patch;
 pub mod pysrc;
 pub mod reproduce;
 pub mod review;
+mod staging;
 pub mod task;
 pub mod testgen;
 
