@@ -86,11 +86,8 @@ extern "C" __global__ void rope_backward(const RopeBackwardParams p) {
     const int64_t base = (int64_t)row * p.n_heads * p.head_dim;
     for (int j = threadIdx.x; j < p.n_heads * half; j += blockDim.x) {
         const int h = j / half, i = j % half;
-        const float inv_freq = (float)(1.0 / pow((double)p.theta, (double)(2 * i) / (double)p.head_dim));
-        const float angle = pos * inv_freq;
-        double s, c;
-        sincos((double)angle, &s, &c);
-        const float cs = (float)c, sn = (float)s;
+        float cs, sn;
+        rope_cos_sin(pos, i, p.head_dim, p.theta, &cs, &sn);
         const int64_t a = base + (int64_t)h * p.head_dim + i, b = a + half;
         const float x1 = load(p.x, bf, a), x2 = load(p.x, bf, b);
         store(p.x, bf, a, x1 * cs + x2 * sn);

@@ -81,3 +81,15 @@ DEVICE Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
     r.x[0] = c0; r.x[1] = c1; r.x[2] = c2; r.x[3] = c3;
     return r;
 }
+
+// The cosine and sine of RoPE's angle for element pair i of a head at position pos, formed as
+// Hugging Face does (inv_freq in f32, then pos * inv_freq in f32), with the sine and cosine
+// taken in double (fast-math leaves double alone) and rounded to f32.
+__device__ __forceinline__ void rope_cos_sin(float pos, int i, int head_dim, float theta, float* cs, float* sn) {
+    const float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * i) / (double)head_dim));
+    const float angle = pos * inv_freq;
+    double s, c;
+    sincos((double)angle, &s, &c);
+    *cs = (float)c;
+    *sn = (float)s;
+}

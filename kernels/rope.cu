@@ -14,11 +14,8 @@ extern "C" __global__ void rope(const RopeParams p) {
     bf16* x = p.x + (size_t)row * p.n_heads * p.head_dim;
     for (int j = threadIdx.x; j < p.n_heads * half; j += blockDim.x) {
         const int h = j / half, i = j % half;
-        const float inv_freq = (float)(1.0 / pow((double)p.theta, (double)(2 * i) / (double)p.head_dim));
-        const float angle = pos * inv_freq;
-        double s, c;
-        sincos((double)angle, &s, &c);
-        const float cs = (float)c, sn = (float)s;
+        float cs, sn;
+        rope_cos_sin(pos, i, p.head_dim, p.theta, &cs, &sn);
         bf16* head = x + h * p.head_dim;
         const float x1 = to_f32(head[i]), x2 = to_f32(head[i + half]);
         head[i] = to_bf16(x1 * cs - x2 * sn);
