@@ -265,3 +265,60 @@ struct AttentionBackwardParams {
     float scale;
     uint32_t bf16_mask;
 };
+
+// ---- the token-level losses (loss.cu). The per-row tensors and the outputs are f32 or bf16
+// (bf16_mask, as above); logits, d_logits and stats are the op's own scratch.
+
+/// One chunk of `n` active rows of policy_loss or cross_entropy: `rows[i]` is chunk row i's
+/// index into the per-row tensors, `logits` its f32 logits [n, vocab], overwritten with
+/// exp(z - max z). Writes logp[rows[i]], adds into `stats` (f32 scratch, slots as LossStat),
+/// and where `d_logits` is set writes dL/dlogits [n, vocab] in bf16. Absent inputs are null.
+/// bf16_mask bits: 0 logp, 1 weights, 2 advantages, 3 old_logp, 4 ref_logp, 5 rollout_logp.
+/// kl_estimator 1, 2, 3 (k1, k2, k3); flags: 1 dual clip on, 2 TIS cap on.
+struct LossChunkParams {
+    void* logp;
+    const void* weights;
+    const void* advantages;
+    const void* old_logp;
+    const void* ref_logp;
+    const void* rollout_logp;
+    float* logits;
+    bf16* d_logits;
+    float* stats;
+    const uint32_t* targets;
+    const uint32_t* rows;
+    int32_t n;
+    int32_t vocab;
+    float inv_t;
+    float clip_low;
+    float clip_high;
+    float dual_clip;
+    float kl_coef;
+    float tis_cap;
+    int32_t kl_estimator;
+    uint32_t flags;
+    uint32_t bf16_mask;
+};
+
+/// dst[dst_rows[i], :] = src[src_rows[i], :] for i < n rows of `dim` (a null index is the
+/// identity): gathers a loss chunk's hidden rows, scatters its d_hidden rows. bf16_mask bits:
+/// 0 dst, 1 src.
+struct LossCopyRowsParams {
+    void* dst;
+    const void* src;
+    const uint32_t* dst_rows;
+    const uint32_t* src_rows;
+    int32_t n;
+    int32_t dim;
+    uint32_t bf16_mask;
+};
+
+/// Writes a loss op's statistics from its f32 scratch into `out` (bf16_mask bit 0), the ratio
+/// extremes decoded, or both set to `ratio_value` when `set_ratio` is non-zero.
+struct LossStatsParams {
+    void* out;
+    const float* stats;
+    float ratio_value;
+    int32_t set_ratio;
+    uint32_t bf16_mask;
+};

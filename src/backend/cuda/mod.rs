@@ -7,6 +7,7 @@
 //! - `blas`: cuBLASLt with cached descriptors.
 //! - `ops`: the `Backend` implementation, one function per op.
 //! - `backward`: the backward ops and the optimizer (f32 or bf16 tensors), called from `ops`.
+//! - `loss`: the chunked policy-gradient and cross-entropy losses, called from `ops`.
 //!
 //! Tensors the trait creates (`zeros`, `from_f32`) are bf16, the storage type of activations and
 //! weights as the kernels read them; [`CudaBackend::zeros_f32`] and [`CudaBackend::from_f32_as`]
@@ -16,6 +17,7 @@
 mod backward;
 mod blas;
 mod device;
+mod loss;
 mod memory;
 pub mod module;
 mod ops;
@@ -99,6 +101,25 @@ impl CudaBackend {
         // SAFETY: t owns len * size bytes.
         unsafe { cudarc::driver::result::memset_d8_async(t.ptr(), 0, len * dtype.size(), self.dev.stream.cu_stream()) }?;
         Ok(t)
+    }
+
+    /// Sets every element of `x` to `value` (rounded to bf16 for a bf16 tensor).
+    pub(super) fn fill_impl(&self, x: &mut CudaTensor, value: f32) -> Result<()> {
+        if x.len == 0 {
+            return Ok(());
+        }
+        self.dev.bind()?;
+        let stream = self.dev.stream.cu_stream();
+        use cudarc::driver::sys::{cuMemsetD16Async, cuMemsetD32Async};
+        // SAFETY: x owns len elements of its dtype.
+        unsafe {
+            match x.dtype {
+                DType::F32 => cuMemsetD32Async(x.ptr(), value.to_bits(), x.len, stream),
+                DType::Bf16 => cuMemsetD16Async(x.ptr(), half::bf16::from_f32(value).to_bits(), x.len, stream),
+            }
+        }
+        .result()?;
+        Ok(())
     }
 
     fn upload<T>(&self, dst: u64, data: &[T]) -> Result<()> {

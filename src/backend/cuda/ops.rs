@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Result};
 use super::memory::{CudaIndex, CudaTensor, DType};
 use super::module::{self, elementwise, grid, *};
 use super::{want_bf16, want_len, CudaBackend};
-use crate::backend::{AdamW, Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams, Sampled};
+use crate::backend::{AdamW, Backend, CausalAttn, CrossEntropy, Gemm, LossGrads, PagedAttn, PolicyLoss, Rope, SampleParams, Sampled};
 
 /// Query rows per block of the prefill attention kernel (attention.cu: ATTN_BM).
 const ATTN_BM: usize = 64;
@@ -150,6 +150,10 @@ impl Backend for CudaBackend {
         // SAFETY: both ranges are in bounds (checked above).
         unsafe { cudarc::driver::result::memcpy_dtod_async(dst.ptr() + (dst_off * s) as u64, src.ptr() + (src_off * s) as u64, len * s, self.dev.stream.cu_stream()) }?;
         Ok(())
+    }
+
+    fn fill(&self, x: &mut CudaTensor, value: f32) -> Result<()> {
+        self.fill_impl(x, value)
     }
 
     fn copy_within(&self, t: &mut CudaTensor, src_off: usize, dst_off: usize, len: usize) -> Result<()> {
@@ -324,6 +328,16 @@ impl Backend for CudaBackend {
         // tile exit at once.
         let tiles = p.tokens.div_ceil(ATTN_BM) + p.n_seqs;
         self.launch(kernel, grid((tiles as u32, s.n_heads as u32, 1), 128), &params)
+    }
+
+    // ---- the losses (loss.rs)
+
+    fn policy_loss(&self, logp: &mut CudaTensor, stats: &mut CudaTensor, grads: Option<LossGrads<Self>>, p: &PolicyLoss<Self>) -> Result<()> {
+        self.policy_loss_impl(logp, stats, grads, p)
+    }
+
+    fn cross_entropy(&self, logp: &mut CudaTensor, stats: &mut CudaTensor, grads: Option<LossGrads<Self>>, p: &CrossEntropy<Self>) -> Result<()> {
+        self.cross_entropy_impl(logp, stats, grads, p)
     }
 
     // ---- backward ops and the optimizer (backward.rs): f32 or bf16 tensors
