@@ -28,7 +28,7 @@ const F32_ULP: f32 = f32::EPSILON;
 fn tol(op: &str) -> f32 {
     match op {
         // pure data movement: exact
-        "embedding" | "kv_cache_write" | "copy" | "cast" => 0.0,
+        "embedding" | "kv_cache_write" | "copy" | "cast" | "fill" => 0.0,
         // one rounding of the f32 result to bf16 (add_rms_norm also rounds the residual)
         "rms_norm" | "qk_norm" | "add" | "add_bias" | "swiglu" | "rope" | "gemm" => BF16_ULP,
         "add_rms_norm" => 2.0 * BF16_ULP,
@@ -264,6 +264,19 @@ fn casts_and_copy() {
     Cpu.copy_within(&mut want_within, 7, 30, 15).unwrap();
     g.copy_within(&mut dst, 7, 30, 15).unwrap();
     check("copy", "within", &down(g, &dst), &want_within);
+}
+
+#[test]
+fn fill() {
+    let g = gpu_or_skip!();
+    for n in [1usize, 31, 70001] {
+        for dtype in [DType::F32, DType::Bf16] {
+            let mut t = g.from_f32_as(&vec![3.0; n], dtype).unwrap();
+            g.fill(&mut t, -0.3).unwrap();
+            let want = if dtype == DType::Bf16 { bf16(-0.3) } else { -0.3 };
+            check("fill", &format!("n={n} {dtype:?}"), &down(g, &t), &vec![want; n]);
+        }
+    }
 }
 
 #[test]
