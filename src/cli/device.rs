@@ -4,6 +4,9 @@ use anyhow::{anyhow, Result};
 
 use crate::backend::cuda::cuda_available;
 
+/// Why `train` and `sft` refuse `model.device = "cuda"` (docs/kernels.md, "Not done yet").
+pub const NO_GPU_TRAINING: &str = "training on the GPU is not wired up yet: every op of the training step has a CUDA kernel (compiled, not yet run on a GPU), but the trainer would keep the weights, gradients and AdamW state in bf16 on CUDA (f32 master weights are missing); use model.device=cpu";
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,

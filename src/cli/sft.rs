@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::backend::cpu::Cpu;
-use crate::cli::device::Device;
+use crate::cli::device::{Device, NO_GPU_TRAINING};
 use crate::sft::run::load_config;
 use crate::sft::{sft, SftOptions};
 
@@ -38,7 +38,7 @@ pub fn run(args: SftArgs) -> Result<()> {
     let device: Device = clap::ValueEnum::from_str(&cfg.model.device, true).map_err(|_| anyhow::anyhow!("model.device must be cpu, cuda or auto, got {:?}", cfg.model.device))?;
     let opts = SftOptions { output: args.output, resume: args.resume, stop_after: None };
     match device {
-        Device::Cuda => bail!("training on the GPU needs the CUDA training kernels, which this build does not have yet; use model.device=cpu"),
+        Device::Cuda => bail!(NO_GPU_TRAINING),
         Device::Cpu | Device::Auto => sft(&Cpu, &cfg, &opts).map(|_| ()),
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::backend::cpu::Cpu;
-use crate::cli::device::Device;
+use crate::cli::device::{Device, NO_GPU_TRAINING};
 use crate::rl::run::{load_config, train, RunOptions};
 
 #[derive(Args, Debug)]
@@ -37,8 +37,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let device: Device = clap::ValueEnum::from_str(&cfg.model.device, true).map_err(|_| anyhow::anyhow!("model.device must be cpu, cuda or auto, got {:?}", cfg.model.device))?;
     let opts = RunOptions { output: args.output, resume: args.resume };
     match device {
-        Device::Cuda => bail!("training on the GPU needs the CUDA training kernels, which this build does not have yet; use model.device=cpu"),
-        // Generation runs on CUDA when present, but the update needs the CPU backend for now.
+        Device::Cuda => bail!(NO_GPU_TRAINING),
+        // `auto` trains on the CPU until the GPU training path is wired up (NO_GPU_TRAINING).
         Device::Cpu | Device::Auto => train(&Cpu, &cfg, &opts),
     }
 }
