@@ -29,7 +29,7 @@ pub struct EvalArgs {
     /// With --model: most tokens per completion.
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
-    /// With --model: at most this many tasks per skill, in file order (0: all).
+    /// With --model: at most this many tasks per skill, taken in turn from each repository (0: all).
     #[arg(long, default_value_t = 0)]
     pub per_skill: usize,
     /// Keep only tasks of this tier (easy or normal).
@@ -267,15 +267,7 @@ fn model_completions<'a>(args: &EvalArgs, model_dir: &std::path::Path, tasks: &'
     use crate::rollout::{generate, EngineOptions, GenRequest, SamplingConfig};
     let tokenizer = crate::tokenizer::Tokenizer::from_dir(model_dir)?;
     let model = crate::model::Model::load(&Cpu, model_dir).with_context(|| format!("loading {}", model_dir.display()))?;
-    let mut count: BTreeMap<Skill, usize> = BTreeMap::new();
-    let picked: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| {
-            let c = count.entry(t.skill).or_default();
-            *c += 1;
-            args.per_skill == 0 || *c <= args.per_skill
-        })
-        .collect();
+    let picked = crate::skills::pick_per_skill(tasks, args.per_skill, |t| t);
     let k = args.samples.max(1);
     let sampling = SamplingConfig { temperature: args.temperature, max_new_tokens: args.max_new_tokens, ..SamplingConfig::default() };
     let mut requests = Vec::new();

@@ -121,15 +121,7 @@ pub fn strip_eos(text: &str) -> &str {
     t
 }
 
-/// Up to `per_skill` tasks of each skill (all when 0), in file order.
+/// Up to `per_skill` tasks of each skill (all when 0), spread over the repositories.
 pub fn pick_per_skill(tasks: &[PromptedTask], per_skill: usize) -> Vec<&PromptedTask> {
-    let mut count: BTreeMap<Skill, usize> = BTreeMap::new();
-    tasks
-        .iter()
-        .filter(|t| {
-            let c = count.entry(t.task.skill).or_default();
-            *c += 1;
-            per_skill == 0 || *c <= per_skill
-        })
-        .collect()
+    crate::skills::pick_per_skill(tasks, per_skill, |t| &t.task)
 }

@@ -10,6 +10,7 @@ pub(crate) mod grader;
 pub mod localize;
 pub mod parse;
 pub mod patch;
+mod pick;
 pub mod pysrc;
 pub mod reproduce;
 pub mod review;
@@ -18,6 +19,7 @@ pub mod task;
 pub mod testgen;
 
 pub use grader::{default_cache_dir, Grade, Grader, GraderConfig, Timings};
+pub use pick::pick_per_skill;
 pub use task::{
     load_tasks, parse_tasks, write_tasks, BadLine, Env, LineError, PromptContext, Review, Skill,
     Snippet, Source, Task, Tier, Verdict,
