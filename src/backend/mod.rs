@@ -235,7 +235,8 @@ fn unsupported(backend: &str, op: &str) -> Result<()> {
 /// The op set. Every op writes its outputs into buffers the caller owns, so the model decides
 /// what lives how long; every op returns `Result` because a GPU launch can fail.
 pub trait Backend: Send + Sync + 'static {
-    /// Float storage: f32 on the CPU; on CUDA, bf16 activations and f32 master weights.
+    /// Float storage: f32 on the CPU; on CUDA, bf16 (activations and the weights the kernels
+    /// read) or f32 (gradients, optimizer state, master weights, the loss ops' per-row data).
     type Tensor: Send + Sync;
     /// Integer storage on the device: token ids, positions, block tables, offsets.
     type Index: Send + Sync;
@@ -243,8 +244,33 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     // ---- memory
+    /// Zeros in the compute storage type (bf16 on CUDA).
     fn zeros(&self, len: usize) -> Result<Self::Tensor>;
+    /// `data` in the compute storage type (rounded to bf16 on CUDA).
+    #[allow(clippy::wrong_self_convention)] // an upload: the backend is the receiver
     fn from_f32(&self, data: &[f32]) -> Result<Self::Tensor>;
+    /// Zeros stored as f32 whatever the compute type: for what must not round (gradients,
+    /// optimizer moments, master weights, the loss ops' per-row inputs and outputs). The ops
+    /// that accept f32 operands say so; on the CPU every tensor is f32 and this is `zeros`.
+    fn zeros_f32(&self, len: usize) -> Result<Self::Tensor> {
+        self.zeros(len)
+    }
+    /// `data` stored as f32, exactly (see [`Backend::zeros_f32`]).
+    #[allow(clippy::wrong_self_convention)] // an upload: the backend is the receiver
+    fn from_f32_exact(&self, data: &[f32]) -> Result<Self::Tensor> {
+        self.from_f32(data)
+    }
+    /// Whether the compute storage type is narrower than f32 (bf16 on CUDA). The trainer then
+    /// keeps an f32 master copy of each parameter, updates it and refreshes the compute copy
+    /// with [`Backend::cast`] (`rl::optimizer`); otherwise it updates the parameters in place.
+    fn needs_master_weights(&self) -> bool {
+        false
+    }
+    /// `dst[..len(src)] = src`, converted to `dst`'s storage type (f32 ↔ bf16 on CUDA).
+    fn cast(&self, dst: &mut Self::Tensor, src: &Self::Tensor) -> Result<()> {
+        let n = self.len(src);
+        self.copy(dst, 0, src, 0, n)
+    }
     fn to_f32(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     fn index(&self, data: &[u32]) -> Result<Self::Index>;
     fn len(&self, t: &Self::Tensor) -> usize;
@@ -300,6 +326,7 @@ pub trait Backend: Send + Sync + 'static {
         unsupported(self.name(), "swiglu_backward")
     }
     /// Writes `k`, `v` rows (`[rows, kv_dim]`) into cache rows `slots[r]`.
+    #[allow(clippy::too_many_arguments)]
     fn kv_cache_write(&self, k_cache: &mut Self::Tensor, v_cache: &mut Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, slots: &Self::Index, rows: usize, kv_dim: usize) -> Result<()>;
     /// Attention of `q` (`[tokens, q_dim]`) over the paged cache; writes `[tokens, q_dim]`.
     fn attention_paged(&self, out: &mut Self::Tensor, q: &Self::Tensor, k_cache: &Self::Tensor, v_cache: &Self::Tensor, p: &PagedAttn<Self>) -> Result<()>;

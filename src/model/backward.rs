@@ -57,9 +57,10 @@ impl<B: Backend> Scratch<B> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Zero gradients shaped like the parameters.
+    /// Zero gradients shaped like the parameters, stored as f32 ([`Backend::zeros_f32`]): the
+    /// backward ops accumulate into them over micro-batches.
     pub fn zero_grads(&self, be: &B) -> Result<Weights<B::Tensor>> {
-        self.weights.try_map(|w| be.zeros(be.len(w)))
+        self.weights.try_map(|w| be.zeros_f32(be.len(w)))
     }
 
     /// Backpropagates `d_hidden` (`[tokens, hidden]`, the gradient of the final norm's output)

@@ -124,7 +124,9 @@ impl<B: Backend> Scratch<B> {
             o: be.zeros(t * c.hidden_size)?,
             gate: be.zeros(t * c.intermediate_size)?,
             up: be.zeros(t * c.intermediate_size)?,
-            lse: be.zeros(t * c.num_heads)?,
+            // f32: the backward pass recomputes the softmax from it (bf16 would be off by
+            // up to 2^-9 of the log-sum-exp, a relative error of that size in every weight).
+            lse: be.zeros_f32(t * c.num_heads)?,
         })
     }
 }
@@ -149,11 +151,13 @@ impl<B: Backend> Model<B> {
         Ok(Model { config, weights })
     }
 
-    /// The parameters as host f32 vectors (for saving).
+    /// The parameters as host f32 vectors: the compute copies, rounded to bf16 on CUDA (a
+    /// trainer saves its f32 masters instead, `Trainer::host_weights`).
     pub fn to_host(&self, be: &B) -> Result<Weights<Vec<f32>>> {
         self.weights.try_map(|w| be.to_f32(w))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn layer(&self, be: &B, idx: usize, x: &mut B::Tensor, s: &mut Scratch<B>, t: usize, positions: &B::Index, attn: &mut Attn<B>, save: bool) -> Result<Option<LayerActs<B>>> {
         let c = &self.config;
         let l = &self.weights.layers[idx];
@@ -217,7 +221,7 @@ impl<B: Backend> Model<B> {
             k: take(&mut s.k)?,
             v: take(&mut s.v)?,
             attn: take(&mut s.attn)?,
-            lse: take(&mut s.lse)?,
+            lse: std::mem::replace(&mut s.lse, be.zeros_f32(t * c.num_heads)?),
             x_mid,
             gate: take(&mut s.gate)?,
             up: take(&mut s.up)?,
@@ -250,7 +254,7 @@ impl<B: Backend> Model<B> {
             slots.extend(cache.append(*seq, new.len())?);
             tokens.extend_from_slice(new);
             positions.extend((start..start + new.len()).map(|p| p as u32));
-            token_seq.extend(std::iter::repeat(i as u32).take(new.len()));
+            token_seq.extend(std::iter::repeat_n(i as u32, new.len()));
             last_rows.push(tokens.len() - 1);
             cu_seqlens.push(tokens.len() as u32);
         }

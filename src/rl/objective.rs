@@ -262,18 +262,20 @@ pub struct PolicyMetrics {
 }
 
 /// Runs [`Backend::policy_loss`] over final hidden states `hidden` (`[rows, dim]`) and the
-/// output head; returns each row's log-prob and the statistics.
+/// output head; returns each row's log-prob and the statistics. The per-row inputs and the
+/// outputs are f32 on every backend ([`Backend::from_f32_exact`], [`Backend::zeros_f32`]):
+/// log-probs and token counts would not survive bf16.
 #[allow(clippy::too_many_arguments)]
 pub fn policy_loss<B: Backend>(be: &B, hidden: &B::Tensor, head: &B::Tensor, dim: usize, vocab: usize, rows: &PolicyRows, cfg: &ObjectiveConfig, grads: Option<LossGrads<B>>) -> Result<(Vec<f32>, LossStats)> {
     let n = rows.targets.len();
     let opt_len = |x: &Option<Vec<f32>>| x.as_ref().is_none_or(|v| v.len() == n);
     ensure!(rows.weights.len() == n && rows.advantages.len() == n && opt_len(&rows.old_logp) && opt_len(&rows.ref_logp) && opt_len(&rows.rollout_logp), "policy rows disagree in length");
     let targets = be.index(&rows.targets)?;
-    let weights = be.from_f32(&rows.weights)?;
-    let advantages = be.from_f32(&rows.advantages)?;
-    let old_logp = rows.old_logp.as_deref().map(|x| be.from_f32(x)).transpose()?;
-    let ref_logp = rows.ref_logp.as_deref().map(|x| be.from_f32(x)).transpose()?;
-    let rollout_logp = rows.rollout_logp.as_deref().map(|x| be.from_f32(x)).transpose()?;
+    let weights = be.from_f32_exact(&rows.weights)?;
+    let advantages = be.from_f32_exact(&rows.advantages)?;
+    let old_logp = rows.old_logp.as_deref().map(|x| be.from_f32_exact(x)).transpose()?;
+    let ref_logp = rows.ref_logp.as_deref().map(|x| be.from_f32_exact(x)).transpose()?;
+    let rollout_logp = rows.rollout_logp.as_deref().map(|x| be.from_f32_exact(x)).transpose()?;
     let p = PolicyLoss {
         rows: LossRows { rows: n, dim, vocab, chunk: cfg.chunk(vocab), hidden, head, targets: &targets, weights: &weights },
         advantages: &advantages,
@@ -282,8 +284,8 @@ pub fn policy_loss<B: Backend>(be: &B, hidden: &B::Tensor, head: &B::Tensor, dim
         rollout_logp: rollout_logp.as_ref(),
         params: cfg.params(),
     };
-    let mut logp = be.zeros(n)?;
-    let mut stats = be.zeros(LOSS_STATS)?;
+    let mut logp = be.zeros_f32(n)?;
+    let mut stats = be.zeros_f32(LOSS_STATS)?;
     be.policy_loss(&mut logp, &mut stats, grads, &p)?;
     Ok((be.to_f32(&logp)?, LossStats(be.to_f32(&stats)?)))
 }
@@ -294,10 +296,10 @@ pub fn policy_loss<B: Backend>(be: &B, hidden: &B::Tensor, head: &B::Tensor, dim
 pub fn cross_entropy<B: Backend>(be: &B, hidden: &B::Tensor, head: &B::Tensor, dim: usize, vocab: usize, targets: &[u32], weights: &[f32], chunk: usize, grads: Option<LossGrads<B>>) -> Result<(Vec<f32>, LossStats)> {
     let n = targets.len();
     ensure!(weights.len() == n, "targets and weights disagree in length");
-    let (targets, weights) = (be.index(targets)?, be.from_f32(weights)?);
+    let (targets, weights) = (be.index(targets)?, be.from_f32_exact(weights)?);
     let p = CrossEntropy { rows: LossRows { rows: n, dim, vocab, chunk, hidden, head, targets: &targets, weights: &weights }, temperature: 1.0 };
-    let mut logp = be.zeros(n)?;
-    let mut stats = be.zeros(LOSS_STATS)?;
+    let mut logp = be.zeros_f32(n)?;
+    let mut stats = be.zeros_f32(LOSS_STATS)?;
     be.cross_entropy(&mut logp, &mut stats, grads, &p)?;
     Ok((be.to_f32(&logp)?, LossStats(be.to_f32(&stats)?)))
 }

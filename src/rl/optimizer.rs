@@ -1,10 +1,18 @@
 //! AdamW over the whole parameter struct, with global gradient-norm clipping.
 //!
-//! The moments live in two `Weights` of the same structure as the parameters, on the backend;
-//! each parameter is one [`Backend::adamw`] call (a fused kernel on CUDA). The gradient norm is
-//! summed on the backend into one value, so clipping costs one read-back per step. Gradient
-//! accumulation needs nothing here: the backward ops add into the gradients, and the loss
-//! weights are normalised over the whole optimizer batch (see `rl::objective`).
+//! The moments live in two `Weights` of the same structure as the parameters, on the backend,
+//! in f32 ([`Backend::zeros_f32`]); each parameter is one [`Backend::adamw`] call (a fused
+//! kernel on CUDA). The gradient norm is summed on the backend into one value, so clipping costs
+//! one read-back per step. Gradient accumulation needs nothing here: the backward ops add into
+//! the gradients, and the loss weights are normalised over the whole optimizer batch (see
+//! `rl::objective`).
+//!
+//! Master weights: where the compute copy of the parameters rounds (bf16 on CUDA, see
+//! [`Backend::needs_master_weights`]), AdamW would lose every update smaller than half a bf16
+//! spacing. There the state holds an f32 master copy of each parameter: AdamW updates the master
+//! and [`Backend::cast`] refreshes the compute copy from it. On the CPU the parameters are f32
+//! and are updated in place: no master, no copy. Checkpoints save the masters (see
+//! `Trainer::host_weights`).
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -57,26 +65,53 @@ pub struct StepStats {
     pub clip_scale: f32,
 }
 
-/// AdamW's moments and step count.
+/// AdamW's moments, the master weights where the backend needs them, and the step count.
 pub struct AdamWState<B: Backend> {
     pub m: Weights<B::Tensor>,
     pub v: Weights<B::Tensor>,
+    /// f32 master copies of the parameters when [`Backend::needs_master_weights`], else `None`
+    /// (the parameters are their own masters). The compute copies follow them after each step;
+    /// writing the compute copies directly is undone by the next step.
+    pub master: Option<Weights<B::Tensor>>,
     /// Steps taken so far.
     pub step: u64,
 }
 
 /// The global L2 norm of every gradient.
 pub fn grad_norm<B: Backend>(be: &B, grads: &Weights<B::Tensor>) -> Result<f32> {
-    let mut acc = be.zeros(1)?;
+    let mut acc = be.zeros_f32(1)?;
     for g in grads.visit() {
         be.sum_squares(&mut acc, g)?;
     }
     Ok(be.to_f32(&acc)?[0].sqrt())
 }
 
+/// The f32 master copies of `params` when the backend needs them (else `None`): `host`'s values
+/// exactly when given (the f32 weights the compute copies were made from), otherwise the compute
+/// copies widened to f32.
+pub fn master_weights<B: Backend>(be: &B, params: &Weights<B::Tensor>, host: Option<&Weights<Vec<f32>>>) -> Result<Option<Weights<B::Tensor>>> {
+    if !be.needs_master_weights() {
+        return Ok(None);
+    }
+    let master = match host {
+        Some(h) => {
+            ensure!(h.visit().iter().map(|x| x.len()).eq(params.visit().iter().map(|p| be.len(p))), "master weights do not match the parameters");
+            h.try_map(|x| be.from_f32_exact(x))?
+        }
+        None => params.try_map(|p| {
+            let mut t = be.zeros_f32(be.len(p))?;
+            be.cast(&mut t, p)?;
+            Ok(t)
+        })?,
+    };
+    Ok(Some(master))
+}
+
 impl<B: Backend> AdamWState<B> {
-    pub fn new(be: &B, params: &Weights<B::Tensor>) -> Result<Self> {
-        Ok(AdamWState { m: params.try_map(|p| be.zeros(be.len(p)))?, v: params.try_map(|p| be.zeros(be.len(p)))?, step: 0 })
+    /// Zero moments for `params`, and their masters (see [`master_weights`]).
+    pub fn new(be: &B, params: &Weights<B::Tensor>, host: Option<&Weights<Vec<f32>>>) -> Result<Self> {
+        let zeros = |p: &B::Tensor| be.zeros_f32(be.len(p));
+        Ok(AdamWState { m: params.try_map(zeros)?, v: params.try_map(zeros)?, master: master_weights(be, params, host)?, step: 0 })
     }
 
     /// One step at learning rate `lr`; `infos` (from `param_infos`) tells which parameters are
@@ -94,11 +129,20 @@ impl<B: Backend> AdamWState<B> {
         let infos = infos.visit();
         let (m, v) = (self.m.visit_mut(), self.v.visit_mut());
         let (p, g) = (params.visit_mut(), grads.visit());
-        ensure!(infos.len() == p.len() && g.len() == p.len() && m.len() == p.len() && v.len() == p.len(), "optimizer state does not match the parameters");
-        for ((((info, p), g), m), v) in infos.into_iter().zip(p).zip(g).zip(m).zip(v) {
+        let n = p.len();
+        let masters: Vec<Option<&mut B::Tensor>> = match self.master.as_mut() {
+            Some(w) => w.visit_mut().into_iter().map(Some).collect(),
+            None => (0..n).map(|_| None).collect(),
+        };
+        ensure!(infos.len() == n && g.len() == n && m.len() == n && v.len() == n && masters.len() == n, "optimizer state does not match the parameters");
+        for (((((info, p), g), m), v), master) in infos.into_iter().zip(p).zip(g).zip(m).zip(v).zip(masters) {
             let decay = if cfg.no_decay_1d && info.shape.len() == 1 { 0.0 } else { cfg.weight_decay };
             let hp = AdamW { lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: decay, step: self.step, grad_scale: clip_scale };
-            be.adamw(p, g, m, v, hp).with_context(|| format!("AdamW on {}", info.name))?;
+            let updated = match master {
+                Some(master) => be.adamw(master, g, m, v, hp).and_then(|()| be.cast(p, master)),
+                None => be.adamw(p, g, m, v, hp),
+            };
+            updated.with_context(|| format!("AdamW on {}", info.name))?;
         }
         Ok(StepStats { step: self.step, lr, grad_norm: norm, clip_scale })
     }
@@ -114,16 +158,17 @@ impl<B: Backend> AdamWState<B> {
         Ok(out)
     }
 
-    /// Rebuilds the state from [`AdamWState::to_host`]'s tensors.
-    pub fn from_host(be: &B, infos: &Weights<ParamInfo>, tensors: &HostTensors, step: u64) -> Result<Self> {
+    /// Rebuilds the state from [`AdamWState::to_host`]'s tensors, with the masters of `params`
+    /// from `weights` (the checkpoint's f32 weights, see [`master_weights`]).
+    pub fn from_host(be: &B, infos: &Weights<ParamInfo>, tensors: &HostTensors, step: u64, params: &Weights<B::Tensor>, weights: &Weights<Vec<f32>>) -> Result<Self> {
         let read = |prefix: &str| {
             infos.try_map(|info| {
                 let name = format!("{prefix}.{}", info.name);
                 let (shape, data) = tensors.get(&name).with_context(|| format!("optimizer state has no {name}"))?;
                 ensure!(shape == &info.shape, "optimizer state {name} has shape {shape:?}, expected {:?}", info.shape);
-                be.from_f32(data)
+                be.from_f32_exact(data)
             })
         };
-        Ok(AdamWState { m: read("exp_avg")?, v: read("exp_avg_sq")?, step })
+        Ok(AdamWState { m: read("exp_avg")?, v: read("exp_avg_sq")?, master: master_weights(be, params, Some(weights))?, step })
     }
 }

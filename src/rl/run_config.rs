@@ -40,7 +40,8 @@ pub struct RunConfig {
 pub struct ModelSection {
     /// A Hugging Face model directory (config.json, safetensors, tokenizer.json).
     pub path: PathBuf,
-    /// `cpu`, `cuda` or `auto`.
+    /// `cpu`, `cuda` or `auto` (CUDA when a GPU and this build's kernels are present). The
+    /// CUDA training step is compiled but has not run on a GPU yet (docs/kernels.md).
     pub device: String,
 }
 
@@ -187,17 +188,11 @@ impl Default for CheckpointSection {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GradingSection {
     /// Gradings run at once (0: one per core).
     pub workers: usize,
-}
-
-impl Default for GradingSection {
-    fn default() -> Self {
-        GradingSection { workers: 0 }
-    }
 }
 
 impl RunConfig {

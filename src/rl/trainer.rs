@@ -16,7 +16,8 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, LossGrads};
-use crate::model::{param_infos, Model, ParamInfo, Recompute, Weights};
+use crate::model::checkpoint::load_weights;
+use crate::model::{param_infos, Model, ModelConfig, ParamInfo, Recompute, Weights};
 
 use super::checkpoint::{self, Checkpoint, TrainerState};
 use super::objective::{cross_entropy, loss_weights, next_tokens, policy_loss, LossAgg, LossStats, LossTotals, ObjectiveConfig, PolicyMetrics, PolicyRows};
@@ -108,9 +109,23 @@ pub struct Trainer<B: Backend> {
 }
 
 impl<B: Backend> Trainer<B> {
+    /// A fresh trainer on `model`. Where the backend keeps master weights (CUDA), they are the
+    /// model's compute copies widened to f32; [`Trainer::from_host`] takes them from the f32
+    /// weights instead.
     pub fn new(be: &B, model: Model<B>, cfg: TrainConfig, source_dir: &Path) -> Result<Self> {
+        Self::with_master(be, model, None, cfg, source_dir)
+    }
+
+    /// A fresh trainer on the model with parameters `host` (master weights, where kept, exactly
+    /// these values).
+    pub fn from_host(be: &B, config: ModelConfig, host: &Weights<Vec<f32>>, cfg: TrainConfig, source_dir: &Path) -> Result<Self> {
+        let model = Model::from_host(be, config, host)?;
+        Self::with_master(be, model, Some(host), cfg, source_dir)
+    }
+
+    fn with_master(be: &B, model: Model<B>, host: Option<&Weights<Vec<f32>>>, cfg: TrainConfig, source_dir: &Path) -> Result<Self> {
         cfg.objective.validate()?;
-        let opt = AdamWState::new(be, &model.weights)?;
+        let opt = AdamWState::new(be, &model.weights, host)?;
         let infos = param_infos(&model.config);
         Ok(Trainer { rng: Rng(cfg.seed), model, opt, cfg, infos, step: 0, data_position: 0, history: serde_json::Value::Null, source_dir: source_dir.to_path_buf(), grads: None })
     }
@@ -142,7 +157,7 @@ impl<B: Backend> Trainer<B> {
             let fwd = self.model.forward_packed(be, batch, Some(&recompute)).with_context(|| format!("forward of micro-batch {i}"))?;
             let targets = next_tokens(&b.tokens, &b.cu_seqlens);
             let (d, v) = (c.hidden_size, c.vocab_size);
-            let mut dh = be.zeros(t * d)?;
+            let mut dh = be.zeros_f32(t * d)?;
             let grads_out = LossGrads { d_hidden: &mut dh, d_head: grads.head_mut() };
             let head = self.model.weights.head();
             let (_, s) = match loss {
@@ -202,10 +217,20 @@ impl<B: Backend> Trainer<B> {
         self.grads.as_ref()
     }
 
-    /// Writes checkpoint `step_<step>` into `run_dir`. Later checkpoints copy `config.json` and
-    /// the tokenizer files from this one (older ones may be pruned).
+    /// The trainable parameters as host f32: the master copies where the optimizer keeps them
+    /// (CUDA), else the model's weights.
+    pub fn host_weights(&self, be: &B) -> Result<Weights<Vec<f32>>> {
+        match &self.opt.master {
+            Some(m) => m.try_map(|t| be.to_f32(t)),
+            None => self.model.to_host(be),
+        }
+    }
+
+    /// Writes checkpoint `step_<step>` into `run_dir` (the weights from [`Trainer::host_weights`],
+    /// in f32). Later checkpoints copy `config.json` and the tokenizer files from this one (older
+    /// ones may be pruned).
     pub fn save(&mut self, be: &B, run_dir: &Path) -> Result<PathBuf> {
-        let weights = self.model.to_host(be)?;
+        let weights = self.host_weights(be)?;
         let optimizer = self.opt.to_host(be, &self.infos)?;
         let state = TrainerState { step: self.step, rng: self.rng.0, data_position: self.data_position, config: serde_json::to_value(&self.cfg)?, history: self.history.clone() };
         let ckpt = Checkpoint { config: &self.model.config, weights: &weights, source_dir: &self.source_dir, optimizer: &optimizer, state: &state };
@@ -233,8 +258,13 @@ impl<B: Backend> Trainer<B> {
             }
             eprintln!("note: nothing to resume in {}; starting a new run", run_dir.display());
         }
-        let model = Model::load(be, model_path).with_context(|| format!("loading {}", model_path.display()))?;
-        let mut trainer = Self::new(be, model, cfg, model_path)?;
+        let load = || -> Result<_> {
+            let config = ModelConfig::from_file(&model_path.join("config.json"))?;
+            let host = load_weights(model_path, &config)?;
+            Ok((config, host))
+        };
+        let (config, host) = load().with_context(|| format!("loading {}", model_path.display()))?;
+        let mut trainer = Self::from_host(be, config, &host, cfg, model_path)?;
         trainer.history = serde_json::json!({});
         Ok(trainer)
     }
@@ -247,7 +277,7 @@ impl<B: Backend> Trainer<B> {
         let cfg: TrainConfig = serde_json::from_value(l.state.config.clone()).with_context(|| format!("run config in {}", l.dir.display()))?;
         let model = Model::from_host(be, l.config.clone(), &l.weights)?;
         let infos = param_infos(&model.config);
-        let opt = AdamWState::from_host(be, &infos, &l.optimizer, l.state.step)?;
+        let opt = AdamWState::from_host(be, &infos, &l.optimizer, l.state.step, &model.weights, &l.weights)?;
         let trainer = Trainer { model, opt, cfg, infos, step: l.state.step, rng: Rng(l.state.rng), data_position: l.state.data_position, history: l.state.history, source_dir: l.dir.clone(), grads: None };
         Ok(Some((trainer, l.rejected)))
     }

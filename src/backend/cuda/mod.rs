@@ -9,10 +9,10 @@
 //! - `backward`: the backward ops and the optimizer (f32 or bf16 tensors), called from `ops`.
 //! - `loss`: the chunked policy-gradient and cross-entropy losses, called from `ops`.
 //!
-//! Tensors the trait creates (`zeros`, `from_f32`) are bf16, the storage type of activations and
-//! weights as the kernels read them; [`CudaBackend::zeros_f32`] and [`CudaBackend::from_f32_as`]
-//! make f32 ones (logits, log-sum-exp, master weights). An op that reads a tensor of the wrong
-//! type returns an error naming it.
+//! Tensors the trait's `zeros` and `from_f32` create are bf16, the storage type of activations
+//! and weights as the kernels read them; `zeros_f32`, `from_f32_exact` and
+//! [`CudaBackend::from_f32_as`] make f32 ones (logits, log-sum-exp, gradients, optimizer state,
+//! master weights). An op that reads a tensor of the wrong type returns an error naming it.
 
 mod backward;
 mod blas;
@@ -70,10 +70,6 @@ impl CudaBackend {
     /// Waits for all queued work; also where an asynchronous kernel fault surfaces.
     pub fn synchronize(&self) -> Result<()> {
         self.dev.synchronize()
-    }
-
-    pub fn zeros_f32(&self, len: usize) -> Result<CudaTensor> {
-        self.alloc_zeroed(len, DType::F32)
     }
 
     /// Uploads `data` stored as `dtype` (rounded to nearest even for bf16).

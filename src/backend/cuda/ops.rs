@@ -44,18 +44,6 @@ impl CudaBackend {
         self.rms_norm(out, x, weight, rows * n_heads, head_dim, eps)
     }
 
-    /// `out = in` converted between f32 and bf16 (same length).
-    pub fn cast(&self, out: &mut CudaTensor, input: &CudaTensor) -> Result<()> {
-        ensure!(out.len >= input.len, "cast: output has {} elements, input {}", out.len, input.len);
-        let p = CastParams { out: out.ptr(), src: input.ptr(), n: input.len as i64 };
-        match (input.dtype, out.dtype) {
-            (DType::F32, DType::Bf16) => self.launch(Kernel::CastF32ToBf16, elementwise(input.len), &p),
-            (DType::Bf16, DType::F32) => self.launch(Kernel::CastBf16ToF32, elementwise(input.len), &p),
-            (a, b) if a == b => self.copy(out, 0, input, 0, input.len),
-            _ => unreachable!(),
-        }
-    }
-
     /// Philox4x32-10 of `(counter, key)` pairs on the device (a check of the generator the
     /// sampler uses against published test vectors).
     pub fn philox(&self, counters: &[[u32; 4]], keys: &[[u32; 2]]) -> Result<Vec<[u32; 4]>> {
@@ -121,6 +109,29 @@ impl Backend for CudaBackend {
 
     fn from_f32(&self, data: &[f32]) -> Result<CudaTensor> {
         self.from_f32_as(data, DType::Bf16)
+    }
+
+    fn zeros_f32(&self, len: usize) -> Result<CudaTensor> {
+        self.alloc_zeroed(len, DType::F32)
+    }
+
+    fn from_f32_exact(&self, data: &[f32]) -> Result<CudaTensor> {
+        self.from_f32_as(data, DType::F32)
+    }
+
+    fn needs_master_weights(&self) -> bool {
+        true
+    }
+
+    /// `out = in` converted between f32 and bf16 (the output at least as long).
+    fn cast(&self, out: &mut CudaTensor, input: &CudaTensor) -> Result<()> {
+        ensure!(out.len >= input.len, "cast: output has {} elements, input {}", out.len, input.len);
+        let p = CastParams { out: out.ptr(), src: input.ptr(), n: input.len as i64 };
+        match (input.dtype, out.dtype) {
+            (DType::F32, DType::Bf16) => self.launch(Kernel::CastF32ToBf16, elementwise(input.len), &p),
+            (DType::Bf16, DType::F32) => self.launch(Kernel::CastBf16ToF32, elementwise(input.len), &p),
+            _ => self.copy(out, 0, input, 0, input.len),
+        }
     }
 
     fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
