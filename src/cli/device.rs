@@ -18,6 +18,20 @@ impl Device {
         clap::ValueEnum::from_str(value, true).map_err(|_| anyhow!("model.device must be cpu, cuda or auto, got {value:?}"))
     }
 
+    /// The device to train on: like [`Device::resolve`], except that `auto` stays on the CPU
+    /// until the GPU training step has been checked on a GPU (docs/kernels.md); `cuda` opts in.
+    pub fn resolve_for_training(self) -> Result<Device> {
+        match self {
+            Device::Auto => {
+                if cuda_available().is_ok() {
+                    eprintln!("model.device = \"auto\" trains on the CPU: the GPU training step has not been checked on a GPU yet; set model.device=cuda to use it");
+                }
+                Ok(Device::Cpu)
+            }
+            d => d.resolve(),
+        }
+    }
+
     /// The device to run on: `auto` resolved, `cuda` checked.
     pub fn resolve(self) -> Result<Device> {
         match self {

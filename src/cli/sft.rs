@@ -36,13 +36,13 @@ pub fn run(args: SftArgs) -> Result<()> {
         print!("{}", toml::to_string(&cfg)?);
         return cfg.validate();
     }
-    let device = Device::from_config(&cfg.model.device)?.resolve()?;
+    let device = Device::from_config(&cfg.model.device)?.resolve_for_training()?;
     let opts = SftOptions { output: args.output, resume: args.resume, stop_after: None };
     match device {
         Device::Cpu => sft(&Cpu, &cfg, &opts).map(|_| ()),
         // The GPU training step is written and compiled but has not run on a GPU yet
         // (docs/kernels.md, "Not done yet").
         Device::Cuda => sft(&CudaBackend::new(0)?, &cfg, &opts).map(|_| ()),
-        Device::Auto => unreachable!("resolve() never returns Auto"),
+        Device::Auto => unreachable!("resolve_for_training() never returns Auto"),
     }
 }

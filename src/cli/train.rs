@@ -35,13 +35,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         print!("{}", toml::to_string(&cfg)?);
         return Ok(());
     }
-    let device = Device::from_config(&cfg.model.device)?.resolve()?;
+    let device = Device::from_config(&cfg.model.device)?.resolve_for_training()?;
     let opts = RunOptions { output: args.output, resume: args.resume };
     match device {
         Device::Cpu => train(&Cpu, &cfg, &opts),
         // The GPU training step is written and compiled but has not run on a GPU yet
         // (docs/kernels.md, "Not done yet").
         Device::Cuda => train(&CudaBackend::new(0)?, &cfg, &opts),
-        Device::Auto => unreachable!("resolve() never returns Auto"),
+        Device::Auto => unreachable!("resolve_for_training() never returns Auto"),
     }
 }

@@ -40,8 +40,9 @@ pub struct RunConfig {
 pub struct ModelSection {
     /// A Hugging Face model directory (config.json, safetensors, tokenizer.json).
     pub path: PathBuf,
-    /// `cpu`, `cuda` or `auto` (CUDA when a GPU and this build's kernels are present). The
-    /// CUDA training step is compiled but has not run on a GPU yet (docs/kernels.md).
+    /// `cpu`, `cuda` or `auto`. Generation takes CUDA when a GPU and this build's kernels are
+    /// present; training takes it only with `cuda`, since the CUDA training step is compiled
+    /// but has not run on a GPU yet (docs/kernels.md).
     pub device: String,
 }
 
