@@ -23,11 +23,14 @@
 //!   below [`BF16_ULP`] times the largest gradient element (a NumPy model of the rounding on
 //!   these shapes gives at most a third of that).
 
-use std::sync::OnceLock;
 
+#[macro_use]
+mod gpu_support;
+
+use gpu_support::Rng;
 use atomrl::backend::cpu::loss::{policy_token, PolicyToken};
 use atomrl::backend::cpu::Cpu;
-use atomrl::backend::cuda::{kernels_runnable, CudaBackend, CudaTensor, DType};
+use atomrl::backend::cuda::{CudaBackend, CudaTensor, DType};
 use atomrl::backend::{Backend, CrossEntropy, Gemm, KlEstimator, LossGrads, LossRows, LossStat, PolicyLoss, PolicyLossParams, LOSS_STATS};
 
 /// Spacing of bf16 numbers in [1, 2).
@@ -39,40 +42,11 @@ const RATIO_RTOL: f32 = 4.0 * f32::EPSILON;
 
 // ---- set-up (as in cuda_parity.rs)
 
-fn gpu() -> Option<&'static CudaBackend> {
-    static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
-    GPU.get_or_init(|| match kernels_runnable() {
-        Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
-        Err(_) => None,
-    })
-    .as_ref()
-}
 
-macro_rules! gpu_or_skip {
-    () => {
-        match gpu() {
-            Some(g) => g,
-            None => {
-                eprintln!("skipped: {}", kernels_runnable().err().unwrap_or_default());
-                return;
-            }
-        }
-    };
-}
-
-/// splitmix64, so failures reproduce.
-struct Rng(u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+        lo + (hi - lo) * (self.unit())
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize

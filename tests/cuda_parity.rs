@@ -6,11 +6,14 @@
 //! kernel, not the storage format of its inputs. A value passes when
 //! `|gpu - cpu| <= atol + RTOL * |cpu|`, with `atol` from the table in [`tol`].
 
+#[macro_use]
+mod gpu_support;
+
+use gpu_support::Rng;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use atomrl::backend::cpu::Cpu;
-use atomrl::backend::cuda::{kernels_runnable, CudaBackend, DType};
+use atomrl::backend::cuda::{CudaBackend, DType};
 use atomrl::backend::{AdamW, AttnShape, Backend, CausalAttn, Gemm, PagedAttn, Rope, SampleParams};
 
 // ---- tolerances
@@ -66,41 +69,11 @@ fn check(op: &str, what: &str, got: &[f32], want: &[f32]) {
 
 // ---- set-up
 
-fn gpu() -> Option<&'static CudaBackend> {
-    static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
-    GPU.get_or_init(|| match kernels_runnable() {
-        Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
-        Err(_) => None,
-    })
-    .as_ref()
-}
 
-/// Gets the GPU or returns from the test, having said why.
-macro_rules! gpu_or_skip {
-    () => {
-        match gpu() {
-            Some(g) => g,
-            None => {
-                eprintln!("skipped: {}", kernels_runnable().err().unwrap_or_default());
-                return;
-            }
-        }
-    };
-}
-
-/// splitmix64: a small deterministic generator, so failures reproduce.
-struct Rng(u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        self.unit()
     }
     /// Uniform in [-scale, scale), rounded to bf16.
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {

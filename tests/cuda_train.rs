@@ -17,10 +17,12 @@
 
 mod step_support;
 
-use std::sync::OnceLock;
+
+#[macro_use]
+mod gpu_support;
 
 use atomrl::backend::cpu::Cpu;
-use atomrl::backend::cuda::{kernels_runnable, CudaBackend};
+use atomrl::backend::cuda::CudaBackend;
 use atomrl::model::Weights;
 use atomrl::rl::trainer::Trainer;
 
@@ -35,26 +37,7 @@ const MEAN_STEP_TOL: f32 = 0.25;
 
 const FAMILIES: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3"];
 
-fn gpu() -> Option<&'static CudaBackend> {
-    static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
-    GPU.get_or_init(|| match kernels_runnable() {
-        Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
-        Err(_) => None,
-    })
-    .as_ref()
-}
 
-macro_rules! gpu_or_skip {
-    () => {
-        match gpu() {
-            Some(g) => g,
-            None => {
-                eprintln!("skipped: {}", kernels_runnable().err().unwrap_or_default());
-                return;
-            }
-        }
-    };
-}
 
 fn masters(g: &CudaBackend, t: &Trainer<CudaBackend>) -> Weights<Vec<f32>> {
     host(g, t.opt.master.as_ref().expect("the CUDA backend keeps master weights"))

@@ -1,0 +1,49 @@
+//! What the CUDA tests share: the GPU (or why there is none) and a small reproducible generator.
+
+use std::sync::OnceLock;
+
+use atomrl::backend::cuda::{kernels_runnable, CudaBackend};
+
+/// The GPU backend, started once per test binary; `None` where there is no GPU or no kernels.
+pub fn gpu() -> Option<&'static CudaBackend> {
+    static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
+    GPU.get_or_init(|| match kernels_runnable() {
+        Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
+        Err(_) => None,
+    })
+    .as_ref()
+}
+
+/// Gets the GPU or returns from the test, having said why.
+#[macro_export]
+macro_rules! gpu_or_skip {
+    () => {
+        match $crate::gpu_support::gpu() {
+            Some(g) => g,
+            None => {
+                eprintln!("skipped: {}", atomrl::backend::cuda::kernels_runnable().err().unwrap_or_default());
+                return;
+            }
+        }
+    };
+}
+
+/// splitmix64: a small deterministic generator, so failures reproduce. Each test file adds the
+/// draws it needs in its own `impl Rng`.
+#[allow(dead_code)] // not every test binary draws numbers
+pub struct Rng(pub u64);
+
+#[allow(dead_code)]
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
