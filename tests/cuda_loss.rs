@@ -285,7 +285,7 @@ fn draw_logps(rng: &mut Rng, p: &Problem, spread: f32) -> [Vec<f32>; 3] {
 #[test]
 fn policy_loss_matches_cpu() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(101);
+    let mut rng = Rng::new(101);
     for (i, shape) in SHAPES.into_iter().enumerate() {
         let temperature = if i % 2 == 0 { 1.0 } else { 0.7 };
         let p = Problem::new(&mut rng, shape, temperature);
@@ -313,7 +313,7 @@ fn policy_loss_bf16_tensors() {
     // bf16 outputs must be that run's outputs rounded once (within a bf16 spacing, plus the
     // order of the atomic sums and of the d_head product for elements that cancel).
     let g = gpu_or_skip!();
-    let mut rng = Rng(102);
+    let mut rng = Rng::new(102);
     for shape in [SHAPES[1], SHAPES[2]] {
         let mut p = Problem::new(&mut rng, shape, 1.0);
         p.weights.iter_mut().chain(p.advantages.iter_mut()).for_each(|x| *x = bf16(*x));
@@ -341,7 +341,7 @@ fn policy_loss_bf16_tensors() {
 #[test]
 fn cross_entropy_matches_cpu() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(103);
+    let mut rng = Rng::new(103);
     for (i, shape) in SHAPES.into_iter().enumerate() {
         let temperature = if i % 2 == 0 { 1.0 } else { 0.7 };
         let p = Problem::new(&mut rng, shape, temperature);
@@ -376,7 +376,7 @@ fn cross_entropy_matches_cpu() {
 #[test]
 fn losses_without_active_rows_and_bad_targets() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(104);
+    let mut rng = Rng::new(104);
     let mut p = Problem::new(&mut rng, SHAPES[1], 1.0);
     let d_head0 = rng.bf16_vec(p.vocab * p.dim, 0.01);
     let none = vec![0f32; p.rows];

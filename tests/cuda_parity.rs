@@ -124,7 +124,7 @@ fn kernels_embedded_when_required() {
 #[test]
 fn embedding() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for (rows, dim, vocab) in [(1, 8, 5), (7, 33, 19), (64, 1000, 300)] {
         let table = rng.vec(vocab * dim, 1.0);
         let ids: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
@@ -139,7 +139,7 @@ fn embedding() {
 #[test]
 fn rms_norm_and_qk_norm() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for (rows, dim) in [(1, 7), (5, 64), (33, 4097), (3, 896)] {
         let x = rng.vec(rows * dim, 3.0);
         let w = rng.vec(dim, 1.5);
@@ -164,7 +164,7 @@ fn rms_norm_and_qk_norm() {
 #[test]
 fn add_rms_norm() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for (rows, dim) in [(1, 9), (6, 128), (13, 2049)] {
         let res = rng.vec(rows * dim, 2.0);
         let x = rng.vec(rows * dim, 2.0);
@@ -186,7 +186,7 @@ fn add_rms_norm() {
 #[test]
 fn elementwise_ops() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for n in [1usize, 31, 1000, 70001] {
         let a = rng.vec(n, 4.0);
         let b = rng.vec(n, 4.0);
@@ -216,7 +216,7 @@ fn elementwise_ops() {
 #[test]
 fn casts_and_copy() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let x: Vec<f32> = (0..1001).map(|_| (rng.uniform() - 0.5) * 1000.0).collect();
     let f = g.from_f32_as(&x, DType::F32).unwrap();
     let mut b = g.zeros(x.len()).unwrap();
@@ -255,7 +255,7 @@ fn fill() {
 #[test]
 fn gemm() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     for (m, n, k) in [(1, 1, 1), (2, 3, 0), (3, 5, 7), (17, 33, 65), (128, 256, 64), (5, 151, 896)] {
         for (trans_a, trans_b) in [(false, true), (false, false), (true, false), (true, true)] {
             for accumulate in [false, true] {
@@ -282,7 +282,7 @@ fn gemm() {
 #[test]
 fn rope() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for (rows, n_heads, head_dim, theta, max_pos) in [(1, 1, 2, 10000.0, 1), (5, 3, 16, 10000.0, 100), (7, 2, 128, 1_000_000.0, 40000), (33, 4, 64, 500000.0, 8192)] {
         let x = rng.vec(rows * n_heads * head_dim, 2.0);
         let pos: Vec<u32> = (0..rows).map(|_| rng.below(max_pos) as u32).collect();
@@ -298,7 +298,7 @@ fn rope() {
 #[test]
 fn kv_cache_write() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let (slots_total, rows, kv_dim) = (64, 11, 48);
     let k = rng.vec(rows * kv_dim, 1.0);
     let v = rng.vec(rows * kv_dim, 1.0);
@@ -326,7 +326,7 @@ fn shapes() -> Vec<AttnShape> {
 #[test]
 fn attention_causal() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     for s in shapes() {
         for lens in [vec![1usize], vec![17, 5, 64, 130], vec![200], vec![3, 1, 65, 64, 63]] {
             let tokens: usize = lens.iter().sum();
@@ -354,7 +354,7 @@ fn attention_causal() {
 #[test]
 fn attention_paged() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(10);
+    let mut rng = Rng::new(10);
     for s in shapes() {
         for (block_size, ctx_lens, new_tokens) in [(16usize, vec![1usize, 40, 700], 1usize), (4, vec![9, 2000], 3), (32, vec![300; 5], 1)] {
             let n_seqs = ctx_lens.len();
@@ -403,7 +403,7 @@ fn philox_known_answers() {
 #[test]
 fn sample_matches_cpu_draw_for_draw() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let settings = [
         (0.0, 0, 1.0, 0.0),
         (1.0, 0, 1.0, 0.0),
@@ -473,7 +473,7 @@ fn up32(g: &CudaBackend, v: &[f32]) -> atomrl::backend::cuda::CudaTensor {
 #[test]
 fn embedding_backward() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     // small vocabularies so ids repeat (several rows add into one table row)
     for (rows, dim, vocab) in [(1, 8, 5), (7, 33, 3), (300, 1000, 17), (1000, 65, 1000)] {
         let d_out = rng.vec(rows * dim, 1.0);
@@ -496,7 +496,7 @@ fn embedding_backward() {
 #[test]
 fn rms_norm_backward() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(13);
+    let mut rng = Rng::new(13);
     // rows around the 32-row block, dims that are not multiples of 32
     for (rows, dim) in [(1, 7), (5, 64), (33, 97), (70, 1000), (3, 4097), (129, 33)] {
         let x = rng.vec(rows * dim, 3.0);
@@ -523,7 +523,7 @@ fn rms_norm_backward() {
 #[test]
 fn add_bias_backward() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(14);
+    let mut rng = Rng::new(14);
     for (rows, dim) in [(1, 3), (7, 129), (65, 896), (300, 33)] {
         let dx = rng.vec(rows * dim, 2.0);
         let db0 = rng.vec(dim, 1.0);
@@ -538,7 +538,7 @@ fn add_bias_backward() {
 #[test]
 fn rope_backward() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(15);
+    let mut rng = Rng::new(15);
     // Positions below 64: the kernel forms inv_freq as rope.cu does (pow in double), the CPU in
     // f32, and they may differ by an ulp; times the position that stays inside the tolerance.
     for (rows, n_heads, head_dim, theta) in [(1, 1, 2, 10000.0), (5, 3, 16, 10000.0), (7, 2, 128, 1_000_000.0), (33, 4, 64, 500000.0)] {
@@ -568,7 +568,7 @@ fn rope_backward() {
 #[test]
 fn swiglu_backward() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(16);
+    let mut rng = Rng::new(16);
     for n in [1usize, 31, 1000, 70001] {
         let dy = rng.vec(n, 2.0);
         let gate = rng.vec(n, 4.0);
@@ -593,7 +593,7 @@ fn swiglu_backward() {
 #[test]
 fn sum_squares() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(17);
+    let mut rng = Rng::new(17);
     // up to more elements than the 1024 blocks × 256 threads of one grid pass
     for n in [1usize, 31, 1000, 70001, (1 << 20) + 3] {
         let x = rng.vec(n, 3.0);
@@ -611,7 +611,7 @@ fn sum_squares() {
 #[test]
 fn adamw() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(18);
+    let mut rng = Rng::new(18);
     for n in [1usize, 31, 1000, 70001] {
         let param: Vec<f32> = rng.vec(n, 1.0);
         let m0 = rng.vec(n, 0.01);
@@ -635,7 +635,7 @@ fn adamw() {
 #[test]
 fn attention_causal_backward() {
     let g = gpu_or_skip!();
-    let mut rng = Rng(19);
+    let mut rng = Rng::new(19);
     for s in shapes() {
         for lens in [vec![1usize], vec![17, 5, 64, 130], vec![3, 1, 65, 64, 63]] {
             let tokens: usize = lens.iter().sum();

@@ -28,19 +28,18 @@ macro_rules! gpu_or_skip {
     };
 }
 
-/// splitmix64: a small deterministic generator, so failures reproduce. Each test file adds the
-/// draws it needs in its own `impl Rng`.
+/// The trainer's SplitMix64 generator, so failures reproduce. Each test file adds the draws it
+/// needs in its own `impl Rng`.
 #[allow(dead_code)] // not every test binary draws numbers
-pub struct Rng(pub u64);
+pub struct Rng(atomrl::rl::trainer::Rng);
 
 #[allow(dead_code)]
 impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(atomrl::rl::trainer::Rng(seed))
+    }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f32 {
