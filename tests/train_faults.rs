@@ -1,6 +1,7 @@
 //! Faults inside a step: a completion that breaks the grader, a grader that panics or returns a
 //! non-finite reward, a sandbox run that hits its time limit, and a NaN in the loss. Each step
 //! logs the fault and goes on; a refused update leaves weights and optimizer state untouched.
+//! And a step whose first groups carry no signal samples more (dynamic sampling).
 
 mod run_support;
 
@@ -149,6 +150,49 @@ fn a_nan_loss_skips_the_update_and_leaves_the_state_untouched() {
     let after = t.model.to_host(&Cpu).unwrap();
     assert!(after.visit().iter().all(|w| w.iter().all(|x| x.is_finite())));
     assert!(after.visit().into_iter().zip(clean.visit()).any(|(a, b)| a != b), "the update changed nothing");
+}
+
+/// Scores 0 for every completion of its first `silent` calls, then 1 for every other completion.
+struct SilentAtFirst {
+    silent: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Environment for SilentAtFirst {
+    fn grade_batch(&self, items: &[(&Task, &str)]) -> Vec<Grade> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (0..items.len())
+            .map(|i| Grade { reward: if call >= self.silent && i % 2 == 0 { 1.0 } else { 0.0 }, reason: "ok".into(), detail: String::new(), metrics: Default::default(), timings: Default::default() })
+            .collect()
+    }
+}
+
+#[test]
+fn dynamic_sampling_samples_again_until_some_groups_carry_a_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let silent = |n| SilentAtFirst { silent: n, calls: Default::default() };
+    // One round: every group scores 0, nothing to learn from.
+    let s = setup(tmp.path(), None, &["rollout.prompts_per_step=3", "rollout.group_size=4"]);
+    let mut t = trainer(&s);
+    let m = step(&ctx(&s, &silent(2)), &mut t).unwrap();
+    assert_eq!((get(&m, "rollout/sampling_rounds"), get(&m, "rollout/informative_groups"), get(&m, "train/updates")), (1.0, 0.0, 0.0), "{m:?}");
+
+    // Up to four rounds: two silent ones, then a round whose groups all differ, and it stops.
+    let s = setup(tmp.path(), None, &["rollout.prompts_per_step=3", "rollout.group_size=4", "rollout.max_sampling_rounds=4"]);
+    let mut t = trainer(&s);
+    let position = t.data_position;
+    let m = step(&ctx(&s, &silent(2)), &mut t).unwrap();
+    assert_eq!((get(&m, "rollout/sampling_rounds"), get(&m, "rollout/informative_groups")), (3.0, 3.0), "{m:?}");
+    // Nine groups of four, six silent: groups of different rounds were kept apart.
+    assert!((get(&m, "frac_reward_zero_std") - 6.0 / 9.0).abs() < 1e-6, "{m:?}");
+    assert!((get(&m, "reward/mean") - 6.0 / 36.0).abs() < 1e-6, "{m:?}");
+    assert_eq!(t.data_position, position + 9);
+    assert_eq!(get(&m, "train/updates"), 1.0);
+
+    // The rounds are capped even when no signal ever comes.
+    let s = setup(tmp.path(), None, &["rollout.prompts_per_step=2", "rollout.max_sampling_rounds=2", "rollout.min_informative_groups=1"]);
+    let m = step(&ctx(&s, &silent(usize::MAX)), &mut trainer(&s)).unwrap();
+    assert_eq!((get(&m, "rollout/sampling_rounds"), get(&m, "train/updates")), (2.0, 0.0), "{m:?}");
 }
 
 /// Grades every completion of a step as one of `answers` instead, with the real grader.

@@ -88,8 +88,14 @@ pub struct RolloutSection {
     pub mode: RolloutMode,
     /// Completions sampled per prompt (the GRPO group).
     pub group_size: usize,
-    /// Prompts per step.
+    /// Prompts per step (per sampling round).
     pub prompts_per_step: usize,
+    /// Dynamic sampling: while fewer than `min_informative_groups` groups have rewards that
+    /// differ (the only groups with a gradient), sample another `prompts_per_step` prompts, up
+    /// to this many rounds per step. 1 samples once.
+    pub max_sampling_rounds: usize,
+    /// Groups with differing rewards wanted before sampling stops (0: `prompts_per_step`).
+    pub min_informative_groups: usize,
     /// Tasks whose prompt is longer are left out of the run (reported at start).
     pub max_prompt_tokens: usize,
     pub max_response_tokens: usize,
@@ -118,6 +124,8 @@ impl Default for RolloutSection {
             mode: RolloutMode::Single,
             group_size: 8,
             prompts_per_step: 8,
+            max_sampling_rounds: 1,
+            min_informative_groups: 0,
             max_prompt_tokens: 1024,
             max_response_tokens: 256,
             temperature: 1.0,
@@ -200,6 +208,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let r = &self.rollout;
         ensure!(r.group_size >= 1 && r.prompts_per_step >= 1, "rollout.group_size and rollout.prompts_per_step must be at least 1");
+        ensure!(r.max_sampling_rounds >= 1, "rollout.max_sampling_rounds must be at least 1");
         ensure!(r.max_response_tokens >= 1, "rollout.max_response_tokens must be at least 1");
         ensure!(
             (self.objective.temperature - r.temperature).abs() < 1e-6 || r.temperature == 0.0,

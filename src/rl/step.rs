@@ -5,6 +5,8 @@
 //! mini-batches of micro-batches).
 //!
 //! Where it departs from the textbook algorithm:
+//! - stages 1–2 can run in several rounds of fresh prompts per step, until enough groups have
+//!   rewards that differ (`rollout.max_sampling_rounds`, DAPO's dynamic sampling);
 //! - old log-probs are not recomputed: the rollout engine is the same runtime on the same weights,
 //!   so on the first pass the ratio is taken against the current weights (exactly 1), and later
 //!   passes (several epochs or mini-batches) use the log-probs the engine reported while sampling;
@@ -68,24 +70,7 @@ pub struct Rollout {
 pub fn step<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>) -> Result<Metrics> {
     let started = Instant::now();
     let mut m = Metrics::new();
-    let picks = ctx.pool.sample(&mut trainer.rng, ctx.cfg.rollout.prompts_per_step);
-    trainer.data_position += picks.len() as u64;
-    let seed = trainer.rng.next_u64();
-
-    let t = Instant::now();
-    let rollouts = match ctx.cfg.rollout.mode {
-        RolloutMode::Single => rollout(ctx, &trainer.model, &picks, seed)?,
-        RolloutMode::Agent => agent_rollout(ctx, &trainer.model, &picks, seed)?,
-    };
-    m.insert("timing/generate".into(), t.elapsed().as_secs_f64());
-
-    let t = Instant::now();
-    let grades = grade(ctx, &rollouts);
-    m.insert("timing/grade".into(), t.elapsed().as_secs_f64());
-
-    // A malformed tool call costs the episode `agent.malformed_penalty`.
-    let penalty = ctx.cfg.agent.malformed_penalty;
-    let rewards: Vec<f32> = grades.iter().zip(&rollouts).map(|(g, r)| g.reward - penalty * r.agent.as_ref().map_or(0, |a| a.malformed) as f32).collect();
+    let (rollouts, grades, rewards) = sample_groups(ctx, trainer, &mut m)?;
     let groups: Vec<u32> = rollouts.iter().map(|r| r.group).collect();
     let adv = group_advantages(&rewards, &groups, &ctx.cfg.advantages)?;
 
@@ -101,6 +86,57 @@ pub fn step<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>) -> Resul
     m.insert("timing/step".into(), secs);
     m.insert("throughput/tokens_per_s".into(), tokens as f64 / secs);
     Ok(m)
+}
+
+/// Stages 1–2, in rounds: each round samples `prompts_per_step` prompts, rolls out a group per
+/// prompt and grades it. Further rounds run only while too few groups carry a signal (DAPO's
+/// dynamic sampling, `rollout.max_sampling_rounds`). Returns the rollouts, their grades and
+/// their rewards (a malformed tool call costs the episode `agent.malformed_penalty`).
+fn sample_groups<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>, m: &mut Metrics) -> Result<(Vec<Rollout>, Vec<Grade>, Vec<f32>)> {
+    let r = &ctx.cfg.rollout;
+    let wanted = if r.min_informative_groups == 0 { r.prompts_per_step } else { r.min_informative_groups };
+    let (mut rollouts, mut grades, mut rewards) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut generate_s, mut grade_s, mut rounds) = (0.0, 0.0, 0);
+    while rounds < r.max_sampling_rounds {
+        let picks = ctx.pool.sample(&mut trainer.rng, r.prompts_per_step);
+        trainer.data_position += picks.len() as u64;
+        let seed = trainer.rng.next_u64();
+        let t = Instant::now();
+        let mut batch = match r.mode {
+            RolloutMode::Single => rollout(ctx, &trainer.model, &picks, seed)?,
+            RolloutMode::Agent => agent_rollout(ctx, &trainer.model, &picks, seed)?,
+        };
+        generate_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let batch_grades = grade(ctx, &batch);
+        grade_s += t.elapsed().as_secs_f64();
+        let offset = (rounds * r.prompts_per_step) as u32;
+        for (x, g) in batch.iter_mut().zip(&batch_grades) {
+            x.group += offset;
+            rewards.push(g.reward - ctx.cfg.agent.malformed_penalty * x.agent.as_ref().map_or(0, |a| a.malformed) as f32);
+        }
+        rollouts.extend(batch);
+        grades.extend(batch_grades);
+        rounds += 1;
+        if informative_groups(&rollouts, &rewards) >= wanted {
+            break;
+        }
+    }
+    m.insert("timing/generate".into(), generate_s);
+    m.insert("timing/grade".into(), grade_s);
+    m.insert("rollout/sampling_rounds".into(), rounds as f64);
+    m.insert("rollout/informative_groups".into(), informative_groups(&rollouts, &rewards) as f64);
+    Ok((rollouts, grades, rewards))
+}
+
+/// Groups whose rewards are not all equal.
+fn informative_groups(rollouts: &[Rollout], rewards: &[f32]) -> usize {
+    let mut range: std::collections::HashMap<u32, (f32, f32)> = std::collections::HashMap::new();
+    for (x, &reward) in rollouts.iter().zip(rewards) {
+        let e = range.entry(x.group).or_insert((reward, reward));
+        *e = (e.0.min(reward), e.1.max(reward));
+    }
+    range.values().filter(|(lo, hi)| hi > lo).count()
 }
 
 /// Stage 1: `group_size` completions for each picked prompt, sampled by the policy.
