@@ -12,6 +12,7 @@ pub mod convert;
 pub mod metrics;
 pub mod model;
 pub mod rl;
+pub mod rng;
 pub mod rollout;
 pub mod sandbox;
 pub mod sft;

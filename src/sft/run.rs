@@ -68,9 +68,7 @@ impl ExampleStream {
         if self.cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut rng = Rng(self.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
             let mut p: Vec<usize> = (0..self.n).collect();
-            for j in (1..self.n).rev() {
-                p.swap(j, rng.below(j as u64 + 1) as usize);
-            }
+            rng.shuffle(&mut p);
             self.cache = Some((epoch, p));
         }
         self.cache.as_ref().expect("just filled").1[i]

@@ -13,6 +13,7 @@ mod text;
 
 pub use sources::{read_sources, PackageSpec};
 
+use crate::rng::Rng;
 use crate::sandbox::Limits;
 use crate::skills::grader::{TestReport, Variant};
 use crate::skills::patch::unified_diff;
@@ -52,29 +53,10 @@ impl Default for SynthConfig {
     }
 }
 
-/// SplitMix64: small, seeded, and the same everywhere.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
+/// The synthesis generator: SplitMix64 from a seed mixed once more, so that every corpus built
+/// since the first one comes out the same.
+fn seeded(seed: u64) -> Rng {
+    Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
 }
 
 fn seed_for(seed: u64, name: &str) -> u64 {
@@ -193,7 +175,7 @@ pub fn synth_package(
     };
 
     // 3. Candidate mutations in covered functions, interleaved across functions.
-    let mut rng = Rng::new(seed_for(cfg.seed, &spec.name));
+    let mut rng = seeded(seed_for(cfg.seed, &spec.name));
     let mut per_func: Vec<Vec<Candidate>> = Vec::new();
     for (fi, file) in files.iter().enumerate() {
         for (ki, f) in file.funcs.iter().enumerate() {
@@ -287,7 +269,7 @@ pub fn synth_package(
         kept.par_iter()
             .enumerate()
             .map(|(n, k)| {
-                let mut k_rng = Rng::new(seed_for(cfg.seed, &format!("{}#{n}", spec.name)));
+                let mut k_rng = seeded(seed_for(cfg.seed, &format!("{}#{n}", spec.name)));
                 instances(grader, spec, &base, &files, k, n, &mut k_rng)
             })
             .collect()
@@ -380,7 +362,7 @@ fn collect_py(tree: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
 fn pick(set: &BTreeSet<String>, n: usize, seed: u64) -> Vec<String> {
     let mut v: Vec<String> = set.iter().cloned().collect();
     if v.len() > n {
-        Rng::new(seed).shuffle(&mut v);
+        seeded(seed).shuffle(&mut v);
         v.truncate(n);
         v.sort();
     }
@@ -704,7 +686,7 @@ fn wrong_candidate(file: &SourceFile, k: &Kept, buggy: &str, rng: &mut Rng) -> O
     if others.is_empty() {
         return None;
     }
-    let o = &others[rng.below(others.len())];
+    let o = &others[rng.below(others.len() as u64) as usize];
     Some(unified_diff(&file.path, buggy, &o.apply(buggy)))
 }
 
