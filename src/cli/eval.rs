@@ -133,114 +133,93 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for e in &errors {
         eprintln!("warning: {}: {e} (skipped)", args.tasks.display());
     }
-    let by_id: HashMap<&str, &Task> = tasks.iter().map(|t| (t.instance_id.as_str(), t)).collect();
-
-    let mut items: Vec<(&Task, String)> = Vec::new();
-    if args.gold {
-        items.extend(tasks.iter().map(|t| (t, gold_completion(t))));
+    let items: Vec<(&Task, String)> = if args.gold {
+        tasks.iter().map(|t| (t, gold_completion(t))).collect()
     } else if let Some(model) = &args.model {
-        items = model_completions(&args, model, &tasks)?;
+        model_completions(&args, model, &tasks)?
     } else {
-        let path = args
-            .completions
-            .as_ref()
-            .context("--completions is required")?;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut bad = Vec::new();
-        let mut unknown = 0;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<CompletionRow>(line) {
-                Ok(row) => match by_id.get(row.instance_id.as_str()) {
-                    Some(t) => items.push((t, row.completion)),
-                    None => unknown += 1,
-                },
-                Err(e) => bad.push(format!("line {}: {e}", i + 1)),
-            }
+        read_completions(&args, &tasks)?
+    };
+    let grades = grade_all(&args, &items)?;
+    let infra = report(&args, &items, &grades);
+    if infra > 0 {
+        bail!("{infra} grading(s) failed for infrastructure reasons (see above)");
+    }
+    Ok(())
+}
+
+/// The `--completions` file, each row matched to its task; malformed rows and rows of unknown
+/// instances are reported and skipped (or refuse the file with `--strict`).
+fn read_completions<'a>(args: &EvalArgs, tasks: &'a [Task]) -> Result<Vec<(&'a Task, String)>> {
+    let by_id: HashMap<&str, &Task> = tasks.iter().map(|t| (t.instance_id.as_str(), t)).collect();
+    let path = args.completions.as_ref().context("--completions is required")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (mut items, mut bad, mut unknown) = (Vec::new(), Vec::new(), 0);
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
         }
-        if !bad.is_empty() && args.strict {
-            bail!(
-                "{}: {} malformed line(s): {}",
-                path.display(),
-                bad.len(),
-                bad.join("; ")
-            );
-        }
-        for b in &bad {
-            eprintln!("warning: {}: {b} (skipped)", path.display());
-        }
-        if unknown > 0 {
-            eprintln!(
-                "warning: {unknown} completion(s) for instances not in {} (skipped)",
-                args.tasks.display()
-            );
+        match serde_json::from_str::<CompletionRow>(line) {
+            Ok(row) => match by_id.get(row.instance_id.as_str()) {
+                Some(t) => items.push((*t, row.completion)),
+                None => unknown += 1,
+            },
+            Err(e) => bad.push(format!("line {}: {e}", i + 1)),
         }
     }
+    if !bad.is_empty() && args.strict {
+        bail!("{}: {} malformed line(s): {}", path.display(), bad.len(), bad.join("; "));
+    }
+    for b in &bad {
+        eprintln!("warning: {}: {b} (skipped)", path.display());
+    }
+    if unknown > 0 {
+        eprintln!("warning: {unknown} completion(s) for instances not in {} (skipped)", args.tasks.display());
+    }
+    Ok(items)
+}
 
+/// Every completion graded in the sandbox, after the sources of the tasks concerned are ready.
+fn grade_all(args: &EvalArgs, items: &[(&Task, String)]) -> Result<Vec<Grade>> {
     let mut cfg = GraderConfig::default();
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
     cfg.sandbox.allow_unsandboxed = args.allow_unsandboxed;
     let grader = Grader::new(cfg)?;
-    let used: Vec<Task> = {
-        let mut seen = std::collections::HashSet::new();
-        items
-            .iter()
-            .filter(|(t, _)| seen.insert(t.instance_id.clone()))
-            .map(|(t, _)| (*t).clone())
-            .collect()
-    };
+    let mut seen = std::collections::HashSet::new();
+    let used: Vec<Task> = items.iter().filter(|(t, _)| seen.insert(t.instance_id.clone())).map(|(t, _)| (*t).clone()).collect();
     grader.prepare(&used)?;
     let refs: Vec<(&Task, &str)> = items.iter().map(|(t, c)| (*t, c.as_str())).collect();
-    let grades: Vec<Grade> = grader.grade_batch(&refs);
+    Ok(grader.grade_batch(&refs))
+}
 
+/// Prints a JSON line per grade (`--json`) and the per-skill summary; returns how many gradings
+/// failed for infrastructure reasons.
+fn report(args: &EvalArgs, items: &[(&Task, String)], grades: &[Grade]) -> usize {
     let mut per_instance: BTreeMap<Skill, BTreeMap<&str, Vec<f32>>> = BTreeMap::new();
     let mut infra = 0;
-    for ((task, _), g) in items.iter().zip(&grades) {
+    for ((task, _), g) in items.iter().zip(grades) {
         if g.is_infra_error() {
             infra += 1;
             eprintln!("error: {}: {}", task.instance_id, g.detail);
         }
-        per_instance
-            .entry(task.skill)
-            .or_default()
-            .entry(task.instance_id.as_str())
-            .or_default()
-            .push(g.reward);
+        per_instance.entry(task.skill).or_default().entry(task.instance_id.as_str()).or_default().push(g.reward);
         if args.json {
             let line = serde_json::json!({
-                "instance_id": task.instance_id,
-                "skill": task.skill,
-                "reward": g.reward,
-                "reason": g.reason,
-                "detail": g.detail,
-                "metrics": g.metrics,
-                "ms": g.timings.total_ms,
+                "instance_id": task.instance_id, "skill": task.skill, "reward": g.reward, "reason": g.reason,
+                "detail": g.detail, "metrics": g.metrics, "ms": g.timings.total_ms,
             });
             println!("{line}");
         }
     }
-    let groups: BTreeMap<Skill, Vec<Vec<f32>>> = per_instance
-        .into_iter()
-        .map(|(s, m)| (s, m.into_values().collect()))
-        .collect();
+    let groups: BTreeMap<Skill, Vec<Vec<f32>>> = per_instance.into_iter().map(|(s, m)| (s, m.into_values().collect())).collect();
     let summary = summarize(&groups);
     if args.json {
-        let s: BTreeMap<String, &SkillSummary> =
-            summary.iter().map(|(k, v)| (k.to_string(), v)).collect();
-        println!(
-            "{}",
-            serde_json::json!({ "summary": s, "graded": grades.len(), "infra_errors": infra })
-        );
+        let s: BTreeMap<String, &SkillSummary> = summary.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        println!("{}", serde_json::json!({ "summary": s, "graded": grades.len(), "infra_errors": infra }));
     } else {
-        println!(
-            "{:<10} {:>9} {:>11} {:>11} {:>3} {:>8} {:>8} {:>8}",
-            "skill", "instances", "completions", "mean", "k", "pass@1", "pass@k", "avg@k"
-        );
+        println!("{:<10} {:>9} {:>11} {:>11} {:>3} {:>8} {:>8} {:>8}", "skill", "instances", "completions", "mean", "k", "pass@1", "pass@k", "avg@k");
         for (skill, s) in &summary {
             println!(
                 "{:<10} {:>9} {:>11} {:>11.3} {:>3} {:>8.3} {:>8.3} {:>8.3}",
@@ -255,10 +234,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             );
         }
     }
-    if infra > 0 {
-        bail!("{infra} grading(s) failed for infrastructure reasons (see above)");
-    }
-    Ok(())
+    infra
 }
 
 /// Each task's prompt answered `--samples` times by the model at `model_dir` (CPU backend).

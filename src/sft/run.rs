@@ -317,34 +317,10 @@ pub fn sft<B: Backend>(be: &B, cfg: &SftConfig, opts: &SftOptions) -> Result<Sft
     let mut after = None;
     let mut skipped = trainer.history.get("skipped_updates").and_then(|v| v.as_u64()).unwrap_or(0);
     for n in first..=total {
-        let started = Instant::now();
         let picks = stream.take(trainer.data_position, &lens, cfg.trainer.batch_size, cfg.trainer.batch_tokens);
-        trainer.data_position += picks.len() as u64;
         let chosen: Vec<&Tokenized> = picks.iter().map(|&i| &examples[i]).collect();
-        let batches = pack(&chosen, cfg.trainer.micro_batch_tokens);
-        let mut m = Metrics::new();
-        match trainer.step_ce(be, &batches) {
-            Ok(r) => {
-                m.insert("loss".into(), r.policy.loss as f64);
-                m.insert("grad_norm".into(), r.optimizer.grad_norm as f64);
-                m.insert("lr".into(), r.optimizer.lr as f64);
-                m.insert("loss_tokens".into(), r.policy.tokens as f64);
-            }
-            Err(e) if e.downcast_ref::<NonFiniteGradient>().is_some() => {
-                skipped += 1;
-                trainer.step += 1;
-                trainer.history["skipped_updates"] = json!(skipped);
-            }
-            Err(e) => return Err(e.context(format!("step {n}"))),
-        }
-        let tokens: usize = chosen.iter().map(|e| e.tokens.len()).sum();
-        let secs = started.elapsed().as_secs_f64();
-        m.insert("tokens".into(), tokens as f64);
-        m.insert("examples".into(), picks.len() as f64);
+        let mut m = train_step(be, &mut trainer, &chosen, cfg.trainer.micro_batch_tokens, &mut skipped).with_context(|| format!("step {n}"))?;
         m.insert("epoch".into(), trainer.data_position as f64 / examples.len() as f64);
-        m.insert("train/skipped_updates".into(), skipped as f64);
-        m.insert("timing/step".into(), secs);
-        m.insert("throughput/tokens_per_s".into(), tokens as f64 / secs);
         let last = n == total;
         let eval_due = (cfg.eval.every > 0 && n % cfg.eval.every == 0) || (last && (cfg.eval.before_and_after || cfg.eval.every > 0));
         if eval_due && !evaluator.is_empty() {
@@ -375,6 +351,37 @@ pub fn sft<B: Backend>(be: &B, cfg: &SftConfig, opts: &SftOptions) -> Result<Sft
         eprintln!("final model: {} (atomrl train ... model.path={})", d.display(), d.display());
     }
     Ok(SftOutcome { final_dir, before, after })
+}
+
+/// One update on `chosen` (packed into micro-batches) and its metrics. A non-finite gradient
+/// skips the update, counted in `skipped`; the weights stay as they were.
+fn train_step<B: Backend>(be: &B, trainer: &mut Trainer<B>, chosen: &[&Tokenized], micro_batch_tokens: usize, skipped: &mut u64) -> Result<Metrics> {
+    let started = Instant::now();
+    trainer.data_position += chosen.len() as u64;
+    let batches = pack(chosen, micro_batch_tokens);
+    let mut m = Metrics::new();
+    match trainer.step_ce(be, &batches) {
+        Ok(r) => {
+            m.insert("loss".into(), r.policy.loss as f64);
+            m.insert("grad_norm".into(), r.optimizer.grad_norm as f64);
+            m.insert("lr".into(), r.optimizer.lr as f64);
+            m.insert("loss_tokens".into(), r.policy.tokens as f64);
+        }
+        Err(e) if e.downcast_ref::<NonFiniteGradient>().is_some() => {
+            *skipped += 1;
+            trainer.step += 1;
+            trainer.history["skipped_updates"] = json!(*skipped);
+        }
+        Err(e) => return Err(e),
+    }
+    let tokens: usize = chosen.iter().map(|e| e.tokens.len()).sum();
+    let secs = started.elapsed().as_secs_f64();
+    m.insert("tokens".into(), tokens as f64);
+    m.insert("examples".into(), chosen.len() as f64);
+    m.insert("train/skipped_updates".into(), *skipped as f64);
+    m.insert("timing/step".into(), secs);
+    m.insert("throughput/tokens_per_s".into(), tokens as f64 / secs);
+    Ok(m)
 }
 
 fn evaluator<'a>(cfg: &'a SftConfig, tokenizer: &'a Tokenizer, notes: &mut Vec<String>) -> Result<Evaluator<'a>> {
