@@ -170,123 +170,7 @@ pub struct PlannedTensor<'a> {
 /// Maps every GGUF tensor to its Hugging Face name, checking that the set is complete, every
 /// shape agrees with the hyper-parameters and every type can be dequantized.
 pub fn plan<'a>(g: &'a GgufFile, hp: &Hparams) -> Result<Vec<PlannedTensor<'a>>> {
-    let (h, v, f) = (hp.hidden_size, hp.vocab_size, hp.intermediate_size);
-    let (q_rows, kv_rows) = (hp.n_heads * hp.head_dim, hp.n_kv_heads * hp.head_dim);
-    // hf name, shape, transform; keyed by GGUF name.
-    let mut expected: BTreeMap<String, (String, Vec<usize>, Transform)> = BTreeMap::new();
-    let mut want = |gguf: String, hf: String, shape: Vec<usize>, t: Transform| {
-        expected.insert(gguf, (hf, shape, t));
-    };
-    let (perm_q, perm_k) = if hp.arch.permutes_qk() {
-        (
-            Transform::UnpermuteRows { n_head: hp.n_heads },
-            Transform::UnpermuteRows {
-                n_head: hp.n_kv_heads,
-            },
-        )
-    } else {
-        (Transform::None, Transform::None)
-    };
-    let none = Transform::None;
-    want(
-        "token_embd.weight".into(),
-        "model.embed_tokens.weight".into(),
-        vec![v, h],
-        none,
-    );
-    want(
-        "output_norm.weight".into(),
-        "model.norm.weight".into(),
-        vec![h],
-        none,
-    );
-    if !hp.tie_word_embeddings {
-        want(
-            "output.weight".into(),
-            "lm_head.weight".into(),
-            vec![v, h],
-            none,
-        );
-    }
-    for i in 0..hp.n_layers {
-        let b = |s: &str| format!("blk.{i}.{s}");
-        let m = |s: &str| format!("model.layers.{i}.{s}");
-        want(
-            b("attn_norm.weight"),
-            m("input_layernorm.weight"),
-            vec![h],
-            none,
-        );
-        want(
-            b("ffn_norm.weight"),
-            m("post_attention_layernorm.weight"),
-            vec![h],
-            none,
-        );
-        want(
-            b("attn_q.weight"),
-            m("self_attn.q_proj.weight"),
-            vec![q_rows, h],
-            perm_q,
-        );
-        want(
-            b("attn_k.weight"),
-            m("self_attn.k_proj.weight"),
-            vec![kv_rows, h],
-            perm_k,
-        );
-        want(
-            b("attn_v.weight"),
-            m("self_attn.v_proj.weight"),
-            vec![kv_rows, h],
-            none,
-        );
-        want(
-            b("attn_output.weight"),
-            m("self_attn.o_proj.weight"),
-            vec![h, q_rows],
-            none,
-        );
-        if hp.attention_bias {
-            want(
-                b("attn_q.bias"),
-                m("self_attn.q_proj.bias"),
-                vec![q_rows],
-                perm_q,
-            );
-            want(
-                b("attn_k.bias"),
-                m("self_attn.k_proj.bias"),
-                vec![kv_rows],
-                perm_k,
-            );
-            want(
-                b("attn_v.bias"),
-                m("self_attn.v_proj.bias"),
-                vec![kv_rows],
-                none,
-            );
-        }
-        want(
-            b("ffn_gate.weight"),
-            m("mlp.gate_proj.weight"),
-            vec![f, h],
-            none,
-        );
-        want(
-            b("ffn_up.weight"),
-            m("mlp.up_proj.weight"),
-            vec![f, h],
-            none,
-        );
-        want(
-            b("ffn_down.weight"),
-            m("mlp.down_proj.weight"),
-            vec![h, f],
-            none,
-        );
-    }
-
+    let mut expected = expected_tensors(hp);
     let mut planned = Vec::with_capacity(g.tensors.len());
     for t in &g.tensors {
         let Some((hf_name, shape, transform)) = expected.remove(&t.name) else {
@@ -326,6 +210,50 @@ pub fn plan<'a>(g: &'a GgufFile, hp: &Hparams) -> Result<Vec<PlannedTensor<'a>>>
         );
     }
     Ok(planned)
+}
+
+/// Every tensor a GGUF file of this shape must hold: GGUF name → (Hugging Face name, Hugging Face
+/// shape, transform).
+fn expected_tensors(hp: &Hparams) -> BTreeMap<String, (String, Vec<usize>, Transform)> {
+    let (h, v, f) = (hp.hidden_size, hp.vocab_size, hp.intermediate_size);
+    let (q, kv) = (hp.n_heads * hp.head_dim, hp.n_kv_heads * hp.head_dim);
+    let none = Transform::None;
+    // llama.cpp stores llama's q/k rows permuted for its RoPE layout.
+    let (perm_q, perm_k) = if hp.arch.permutes_qk() {
+        (Transform::UnpermuteRows { n_head: hp.n_heads }, Transform::UnpermuteRows { n_head: hp.n_kv_heads })
+    } else {
+        (none, none)
+    };
+    let mut out = BTreeMap::new();
+    out.insert("token_embd.weight".into(), ("model.embed_tokens.weight".into(), vec![v, h], none));
+    out.insert("output_norm.weight".into(), ("model.norm.weight".into(), vec![h], none));
+    if !hp.tie_word_embeddings {
+        out.insert("output.weight".into(), ("lm_head.weight".into(), vec![v, h], none));
+    }
+    for i in 0..hp.n_layers {
+        let mut layer = vec![
+            ("attn_norm.weight", "input_layernorm.weight", vec![h], none),
+            ("ffn_norm.weight", "post_attention_layernorm.weight", vec![h], none),
+            ("attn_q.weight", "self_attn.q_proj.weight", vec![q, h], perm_q),
+            ("attn_k.weight", "self_attn.k_proj.weight", vec![kv, h], perm_k),
+            ("attn_v.weight", "self_attn.v_proj.weight", vec![kv, h], none),
+            ("attn_output.weight", "self_attn.o_proj.weight", vec![h, q], none),
+            ("ffn_gate.weight", "mlp.gate_proj.weight", vec![f, h], none),
+            ("ffn_up.weight", "mlp.up_proj.weight", vec![f, h], none),
+            ("ffn_down.weight", "mlp.down_proj.weight", vec![h, f], none),
+        ];
+        if hp.attention_bias {
+            layer.extend([
+                ("attn_q.bias", "self_attn.q_proj.bias", vec![q], perm_q),
+                ("attn_k.bias", "self_attn.k_proj.bias", vec![kv], perm_k),
+                ("attn_v.bias", "self_attn.v_proj.bias", vec![kv], none),
+            ]);
+        }
+        for (gguf, hf, shape, t) in layer {
+            out.insert(format!("blk.{i}.{gguf}"), (format!("model.layers.{i}.{hf}"), shape, t));
+        }
+    }
+    out
 }
 
 /// The row llama.cpp's permutation moves Hugging Face row `r` to. Rows are grouped per head; within
