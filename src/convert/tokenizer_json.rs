@@ -142,86 +142,9 @@ fn build_inner(g: &GgufFile, model_max_length: usize) -> Result<TokenizerFiles> 
     let add_eos = g.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
     let chat_template = g.opt_str("tokenizer.chat_template")?;
 
-    // A token that appears twice keeps its first id, as llama.cpp's text-to-id map does.
-    let mut vocab = serde_json::Map::with_capacity(tokens.len());
-    for (id, tok) in tokens.iter().enumerate() {
-        vocab.entry(tok.to_string()).or_insert(json!(id));
-    }
-
-    let merges: Vec<Json> = merges
-        .iter()
-        .enumerate()
-        .map(|(i, m)| match m.split_once(' ') {
-            Some((a, b)) => Ok(json!([a, b])),
-            None => bail!(
-                "tokenizer.ggml.merges entry {i} `{m}` is not two tokens separated by a space"
-            ),
-        })
-        .collect::<Result<_>>()?;
-
-    let mut added_tokens = Vec::new();
-    let mut added_tokens_decoder = serde_json::Map::new();
-    for (id, tok) in tokens.iter().enumerate() {
-        let ty = types.as_ref().map_or(1, |t| t[id]);
-        if ty != TOKEN_TYPE_CONTROL && ty != TOKEN_TYPE_USER_DEFINED {
-            continue;
-        }
-        // Control tokens are special; user-defined ones are added but, as in the Hugging Face
-        // tokenizers llama.cpp converts from, not special (they survive skip_special_tokens).
-        let special = ty == TOKEN_TYPE_CONTROL;
-        let entry = json!({
-            "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
-            "normalized": false, "special": special,
-        });
-        let mut with_id = entry.clone();
-        with_id["id"] = json!(id);
-        added_tokens.push(with_id);
-        added_tokens_decoder.insert(id.to_string(), entry);
-    }
-
-    let byte_level_post = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
-    let post_processor = if add_bos || add_eos {
-        let (bos_tok, eos_tok) = (bos.map(|i| tokens[i]), eos.map(|i| tokens[i]));
-        ensure!(
-            !add_bos || bos_tok.is_some(),
-            "add_bos_token is set but there is no bos_token_id"
-        );
-        ensure!(
-            !add_eos || eos_tok.is_some(),
-            "add_eos_token is set but there is no eos_token_id"
-        );
-        let special =
-            |tok: &str, type_id: u32| json!({"SpecialToken": {"id": tok, "type_id": type_id}});
-        let seq = |s: &str, type_id: u32| json!({"Sequence": {"id": s, "type_id": type_id}});
-        let mut single = Vec::new();
-        let mut pair = Vec::new();
-        let mut special_tokens = serde_json::Map::new();
-        for (which, type_id) in [("A", 0), ("B", 1)] {
-            let items = if which == "A" { &mut single } else { &mut pair };
-            if let (true, Some(t)) = (add_bos, bos_tok) {
-                items.push(special(t, type_id));
-            }
-            items.push(seq(which, type_id));
-            if let (true, Some(t)) = (add_eos, eos_tok) {
-                items.push(special(t, type_id));
-            }
-        }
-        let pair: Vec<Json> = single.iter().cloned().chain(pair).collect();
-        for (flag, id) in [(add_bos, bos), (add_eos, eos)] {
-            if let (true, Some(id)) = (flag, id) {
-                special_tokens.insert(
-                    tokens[id].to_string(),
-                    json!({"id": tokens[id], "ids": [id], "tokens": [tokens[id]]}),
-                );
-            }
-        }
-        json!({"type": "Sequence", "processors": [
-            byte_level_post,
-            {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special_tokens},
-        ]})
-    } else {
-        byte_level_post
-    };
+    let (vocab, merges) = vocab_and_merges(&tokens, &merges)?;
+    let (added_tokens, added_tokens_decoder) = added_tokens(&tokens, types.as_deref());
+    let post_processor = post_processor(&tokens, add_bos, add_eos, bos, eos)?;
 
     let tokenizer = json!({
         "version": "1.0",
@@ -272,6 +195,102 @@ fn build_inner(g: &GgufFile, model_max_length: usize) -> Result<TokenizerFiles> 
         eos_token_id: eos,
         pad_token_id: pad,
         eot_token_id: eot,
+    })
+}
+
+/// The BPE vocabulary (token → id) and merges (pairs) of `tokenizer.json`'s model.
+fn vocab_and_merges(tokens: &[&str], merges: &[&str]) -> Result<(serde_json::Map<String, Json>, Vec<Json>)> {
+    // A token that appears twice keeps its first id, as llama.cpp's text-to-id map does.
+    let mut vocab = serde_json::Map::with_capacity(tokens.len());
+    for (id, tok) in tokens.iter().enumerate() {
+        vocab.entry(tok.to_string()).or_insert(json!(id));
+    }
+
+    let merges: Vec<Json> = merges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match m.split_once(' ') {
+            Some((a, b)) => Ok(json!([a, b])),
+            None => bail!(
+                "tokenizer.ggml.merges entry {i} `{m}` is not two tokens separated by a space"
+            ),
+        })
+        .collect::<Result<_>>()?;
+
+    Ok((vocab, merges))
+}
+
+/// Control tokens (special) and user-defined tokens (added, not special), as `added_tokens` of
+/// `tokenizer.json` and `added_tokens_decoder` of `tokenizer_config.json`.
+fn added_tokens(tokens: &[&str], types: Option<&[i128]>) -> (Vec<Json>, serde_json::Map<String, Json>) {
+    let mut added_tokens = Vec::new();
+    let mut added_tokens_decoder = serde_json::Map::new();
+    for (id, tok) in tokens.iter().enumerate() {
+        let ty = types.map_or(1, |t| t[id]);
+        if ty != TOKEN_TYPE_CONTROL && ty != TOKEN_TYPE_USER_DEFINED {
+            continue;
+        }
+        // Control tokens are special; user-defined ones are added but, as in the Hugging Face
+        // tokenizers llama.cpp converts from, not special (they survive skip_special_tokens).
+        let special = ty == TOKEN_TYPE_CONTROL;
+        let entry = json!({
+            "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": special,
+        });
+        let mut with_id = entry.clone();
+        with_id["id"] = json!(id);
+        added_tokens.push(with_id);
+        added_tokens_decoder.insert(id.to_string(), entry);
+    }
+
+    (added_tokens, added_tokens_decoder)
+}
+
+/// Byte-level post-processing, wrapped in a template that adds bos/eos where the GGUF asks for
+/// them.
+fn post_processor(tokens: &[&str], add_bos: bool, add_eos: bool, bos: Option<usize>, eos: Option<usize>) -> Result<Json> {
+    let byte_level_post = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
+    Ok(if add_bos || add_eos {
+        let (bos_tok, eos_tok) = (bos.map(|i| tokens[i]), eos.map(|i| tokens[i]));
+        ensure!(
+            !add_bos || bos_tok.is_some(),
+            "add_bos_token is set but there is no bos_token_id"
+        );
+        ensure!(
+            !add_eos || eos_tok.is_some(),
+            "add_eos_token is set but there is no eos_token_id"
+        );
+        let special =
+            |tok: &str, type_id: u32| json!({"SpecialToken": {"id": tok, "type_id": type_id}});
+        let seq = |s: &str, type_id: u32| json!({"Sequence": {"id": s, "type_id": type_id}});
+        let mut single = Vec::new();
+        let mut pair = Vec::new();
+        let mut special_tokens = serde_json::Map::new();
+        for (which, type_id) in [("A", 0), ("B", 1)] {
+            let items = if which == "A" { &mut single } else { &mut pair };
+            if let (true, Some(t)) = (add_bos, bos_tok) {
+                items.push(special(t, type_id));
+            }
+            items.push(seq(which, type_id));
+            if let (true, Some(t)) = (add_eos, eos_tok) {
+                items.push(special(t, type_id));
+            }
+        }
+        let pair: Vec<Json> = single.iter().cloned().chain(pair).collect();
+        for (flag, id) in [(add_bos, bos), (add_eos, eos)] {
+            if let (true, Some(id)) = (flag, id) {
+                special_tokens.insert(
+                    tokens[id].to_string(),
+                    json!({"id": tokens[id], "ids": [id], "tokens": [tokens[id]]}),
+                );
+            }
+        }
+        json!({"type": "Sequence", "processors": [
+            byte_level_post,
+            {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special_tokens},
+        ]})
+    } else {
+        byte_level_post
     })
 }
 
