@@ -228,95 +228,18 @@ impl GgufFile {
 
         // Each entry takes at least 12 bytes (key length + type), each tensor info 24.
         r.check_count(n_kv, 12, "metadata count")?;
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut index = HashMap::with_capacity(n_kv as usize);
-        for i in 0..n_kv {
-            let key = r.string(&format!("key of metadata entry {i}"))?;
-            let value = r
-                .value(&key)
-                .with_context(|| format!("metadata key `{key}`"))?;
-            if index.insert(key.clone(), metadata.len()).is_some() {
-                bail!("duplicate metadata key `{key}`");
-            }
-            metadata.push((key, value));
-        }
-
-        let alignment = match metadata.get(
-            index
-                .get("general.alignment")
-                .copied()
-                .unwrap_or(usize::MAX),
-        ) {
+        let (metadata, index) = r.metadata(n_kv)?;
+        let alignment = match index.get("general.alignment").map(|&i| &metadata[i].1) {
             None => DEFAULT_ALIGNMENT,
-            Some((_, v)) => match v.as_i128() {
+            Some(v) => match v.as_i128() {
                 Some(a) if a > 0 && a <= 1 << 30 && (a as u64).is_power_of_two() => a as u64,
                 _ => bail!("metadata key `general.alignment` = {v:?} is not a power of two"),
             },
         };
-
         r.check_count(n_tensors, 24, "tensor count")?;
-        struct Raw {
-            name: String,
-            dims: Vec<u64>,
-            ggml_type: GgmlType,
-            offset: u64,
-        }
-        let mut raw = Vec::with_capacity(n_tensors as usize);
-        for i in 0..n_tensors {
-            let name = r.string(&format!("name of tensor {i}"))?;
-            let t = (|| -> Result<Raw> {
-                let n_dims = r.u32("number of dimensions")?;
-                if n_dims > 8 {
-                    bail!("{n_dims} dimensions (at most 8 are allowed)");
-                }
-                let mut dims = Vec::with_capacity(n_dims as usize);
-                for d in 0..n_dims {
-                    dims.push(r.u64(&format!("dimension {d}"))?);
-                }
-                let tag = r.u32("type")?;
-                let ggml_type =
-                    GgmlType::from_tag(tag).ok_or_else(|| anyhow!("unknown ggml type id {tag}"))?;
-                let offset = r.u64("data offset")?;
-                Ok(Raw {
-                    name: name.clone(),
-                    dims,
-                    ggml_type,
-                    offset,
-                })
-            })()
-            .with_context(|| format!("tensor info of `{name}`"))?;
-            raw.push(t);
-        }
-
+        let raw = (0..n_tensors).map(|i| r.tensor_info(i)).collect::<Result<Vec<_>>>()?;
         let data_start = (r.pos as u64).next_multiple_of(alignment);
-        let file_len = mmap.len() as u64;
-        let mut tensors = Vec::with_capacity(raw.len());
-        let mut names = HashMap::with_capacity(raw.len());
-        for t in raw {
-            let nbytes = tensor_nbytes(&t.dims, t.ggml_type)
-                .with_context(|| format!("tensor `{}`", t.name))?;
-            let start = data_start.checked_add(t.offset);
-            let end = start.and_then(|s| s.checked_add(nbytes));
-            let (start, end) = match (start, end) {
-                (Some(s), Some(e)) if e <= file_len => (s, e),
-                _ => bail!(
-                    "tensor `{}`: data at offset {} + {nbytes} bytes runs past the end of the \
-                     file ({file_len} bytes, data section starts at {data_start}): truncated file?",
-                    t.name,
-                    t.offset
-                ),
-            };
-            if names.insert(t.name.clone(), tensors.len()).is_some() {
-                bail!("duplicate tensor name `{}`", t.name);
-            }
-            tensors.push(TensorInfo {
-                name: t.name,
-                dims: t.dims,
-                ggml_type: t.ggml_type,
-                range: start as usize..end as usize,
-            });
-        }
-
+        let (tensors, names) = place_tensors(raw, data_start, mmap.len() as u64)?;
         Ok(GgufFile {
             path,
             version,
@@ -457,6 +380,39 @@ fn tensor_nbytes(dims: &[u64], ty: GgmlType) -> Result<u64> {
 }
 
 /// A bounds-checked little-endian cursor over the file bytes.
+/// A tensor info as read, before its data range is checked against the file.
+struct RawTensor {
+    name: String,
+    dims: Vec<u64>,
+    ggml_type: GgmlType,
+    offset: u64,
+}
+
+/// Each tensor's byte range in a file of `file_len` bytes whose data section starts at
+/// `data_start`; a range past the end (a truncated file) or a name given twice is refused.
+fn place_tensors(raw: Vec<RawTensor>, data_start: u64, file_len: u64) -> Result<(Vec<TensorInfo>, HashMap<String, usize>)> {
+    let mut tensors = Vec::with_capacity(raw.len());
+    let mut names = HashMap::with_capacity(raw.len());
+    for t in raw {
+        let nbytes = tensor_nbytes(&t.dims, t.ggml_type).with_context(|| format!("tensor `{}`", t.name))?;
+        let start = data_start.checked_add(t.offset);
+        let end = start.and_then(|s| s.checked_add(nbytes));
+        let (start, end) = match (start, end) {
+            (Some(s), Some(e)) if e <= file_len => (s, e),
+            _ => bail!(
+                "tensor `{}`: data at offset {} + {nbytes} bytes runs past the end of the file ({file_len} bytes, data section starts at {data_start}): truncated file?",
+                t.name,
+                t.offset
+            ),
+        };
+        if names.insert(t.name.clone(), tensors.len()).is_some() {
+            bail!("duplicate tensor name `{}`", t.name);
+        }
+        tensors.push(TensorInfo { name: t.name, dims: t.dims, ggml_type: t.ggml_type, range: start as usize..end as usize });
+    }
+    Ok((tensors, names))
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -493,6 +449,38 @@ impl<'a> Reader<'a> {
 
     /// Rejects a count whose smallest possible encoding would not fit in the rest of the file,
     /// before anything is allocated for it.
+    /// `n` metadata entries, in file order, and an index by key; a key given twice is refused.
+    fn metadata(&mut self, n: u64) -> Result<(Vec<(String, Value)>, HashMap<String, usize>)> {
+        let mut metadata = Vec::with_capacity(n as usize);
+        let mut index = HashMap::with_capacity(n as usize);
+        for i in 0..n {
+            let key = self.string(&format!("key of metadata entry {i}"))?;
+            let value = self.value(&key).with_context(|| format!("metadata key `{key}`"))?;
+            if index.insert(key.clone(), metadata.len()).is_some() {
+                bail!("duplicate metadata key `{key}`");
+            }
+            metadata.push((key, value));
+        }
+        Ok((metadata, index))
+    }
+
+    /// The `i`-th tensor info: name, dimensions, type and offset into the data section.
+    fn tensor_info(&mut self, i: u64) -> Result<RawTensor> {
+        let name = self.string(&format!("name of tensor {i}"))?;
+        (|| -> Result<RawTensor> {
+            let n_dims = self.u32("number of dimensions")?;
+            if n_dims > 8 {
+                bail!("{n_dims} dimensions (at most 8 are allowed)");
+            }
+            let dims = (0..n_dims).map(|d| self.u64(&format!("dimension {d}"))).collect::<Result<Vec<_>>>()?;
+            let tag = self.u32("type")?;
+            let ggml_type = GgmlType::from_tag(tag).ok_or_else(|| anyhow!("unknown ggml type id {tag}"))?;
+            let offset = self.u64("data offset")?;
+            Ok(RawTensor { name: name.clone(), dims, ggml_type, offset })
+        })()
+        .with_context(|| format!("tensor info of `{name}`"))
+    }
+
     fn check_count(&self, count: u64, min_size: u64, what: &str) -> Result<()> {
         let remaining = (self.buf.len() - self.pos) as u64;
         if count.saturating_mul(min_size) > remaining {
