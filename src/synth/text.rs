@@ -2,6 +2,7 @@
 //! test files and reproduction scripts extracted from the package's own tests.
 
 use super::*;
+use std::collections::BTreeSet;
 
 pub(super) fn humanize_test(id: &str) -> String {
     let last = id.rsplit("::").next().unwrap_or(id);
