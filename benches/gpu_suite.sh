@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU benchmark suite: atomrl's kernels and the PyTorch peers on the same GPU, one table.
 #   benches/gpu_suite.sh [FILTER]       (FILTER: a substring of the op name, e.g. attention)
-# Needs a GPU, kernels in the build (scripts/install-nvcc.sh), and python3 with torch for the
-# peers (a peer that cannot run says so and is left out of the table).
+# Needs a GPU, kernels in the build (scripts/install-nvcc.sh) or ATOMRL_BENCH_BIN naming a bench
+# binary built with them, and python3 with torch for the peers (a peer that cannot run says so
+# and is left out of the table).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 filter="${1:-}"
@@ -10,7 +11,13 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 echo "== atomrl kernels" >&2
-ATOMRL_REQUIRE_KERNELS="${ATOMRL_REQUIRE_KERNELS:-1}" cargo bench --bench cuda_kernels -- $filter 2>&1 | tee -a "$log" | grep -v '^RESULT' >&2
+if [ -n "${ATOMRL_BENCH_BIN:-}" ]; then
+  # A prebuilt bench binary (scripts/gpu-check.sh carries one to a machine without cargo).
+  "$ATOMRL_BENCH_BIN" --bench $filter 2>&1 | tee -a "$log" | grep -v '^RESULT' >&2
+else
+  ATOMRL_REQUIRE_KERNELS="${ATOMRL_REQUIRE_KERNELS:-1}" cargo bench --bench cuda_kernels -- $filter 2>&1 | tee -a "$log" | grep -v '^RESULT' >&2
+fi
+bench_status=${PIPESTATUS[0]}
 
 python="${PYTHON:-python3}"
 for peer in attention_sdpa decode_attention sampling_torch; do
@@ -44,3 +51,5 @@ for (op, config), impls in rows.items():
         print(f"{op:<18} {config:<44} {impl:<30} {ms:>9.4f} {metric:>8} {value:>8} {peak:>5} {rel:>9}")
 print("\n'vs atomrl' = peer time / atomrl time (above 1: atomrl is faster).")
 PY
+# The table is printed either way; a failed kernel bench fails the suite.
+exit "$bench_status"

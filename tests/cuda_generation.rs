@@ -2,10 +2,11 @@
 //! the same backend, greedy tokens against the CPU's where the choice is clear, and continuous
 //! batching end to end. Skips (and says why) without a GPU or without kernels in this build.
 
+mod gpu_support;
+
 use std::path::PathBuf;
 
 use atomrl::backend::cpu::Cpu;
-use atomrl::backend::cuda::{kernels_runnable, CudaBackend};
 use atomrl::backend::Backend;
 use atomrl::model::{KvCache, Model};
 use atomrl::rollout::{generate, EngineOptions, FinishReason, GenRequest, SamplingConfig};
@@ -14,16 +15,6 @@ use atomrl::rollout::{generate, EngineOptions, FinishReason, GenRequest, Samplin
 /// a different order: the cache path and the packed path).
 const ATOL: f32 = 1.0 / 16.0;
 const RTOL: f32 = 0.08;
-
-fn gpu() -> Option<CudaBackend> {
-    match kernels_runnable() {
-        Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            None
-        }
-    }
-}
 
 fn dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -37,19 +28,19 @@ fn last_logits<B: Backend>(be: &B, m: &Model<B>, ids: &[u32]) -> Vec<f32> {
 
 #[test]
 fn cached_decode_matches_recomputation_on_the_gpu() {
-    let Some(g) = gpu() else { return };
+    let g = gpu_or_skip!();
     for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3"] {
-        let m = Model::load(&g, &dir(name)).unwrap();
+        let m = Model::load(g, &dir(name)).unwrap();
         let ids: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % 90).collect();
-        let mut cache = KvCache::new(&g, &m.config, 64, 4).unwrap();
-        let mut got = g.to_f32(&m.forward_cached(&g, &mut cache, &[(0, &ids[..5])], false).unwrap()).unwrap();
+        let mut cache = KvCache::new(g, &m.config, 64, 4).unwrap();
+        let mut got = g.to_f32(&m.forward_cached(g, &mut cache, &[(0, &ids[..5])], false).unwrap()).unwrap();
         for n in 5..=ids.len() {
-            let want = last_logits(&g, &m, &ids[..n]);
+            let want = last_logits(g, &m, &ids[..n]);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() <= ATOL + RTOL * b.abs(), "{name}: length {n}, logit {i}: cached {a}, recomputed {b}");
             }
             if n < ids.len() {
-                got = g.to_f32(&m.forward_cached(&g, &mut cache, &[(0, &ids[n..n + 1])], false).unwrap()).unwrap();
+                got = g.to_f32(&m.forward_cached(g, &mut cache, &[(0, &ids[n..n + 1])], false).unwrap()).unwrap();
             }
         }
     }
@@ -57,15 +48,15 @@ fn cached_decode_matches_recomputation_on_the_gpu() {
 
 #[test]
 fn greedy_tokens_match_the_cpu_while_the_choice_is_clear() {
-    let Some(g) = gpu() else { return };
+    let g = gpu_or_skip!();
     for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3"] {
         let cpu_model = Model::load(&Cpu, &dir(name)).unwrap();
-        let gpu_model = Model::load(&g, &dir(name)).unwrap();
+        let gpu_model = Model::load(g, &dir(name)).unwrap();
         let prompt = vec![5u32, 17, 42, 8];
         let sampling = SamplingConfig { temperature: 0.0, max_new_tokens: 12, ..SamplingConfig::default() };
         let req = || vec![GenRequest { id: 0, prompt: prompt.clone(), sampling: sampling.clone() }];
         let cpu = generate(&Cpu, &cpu_model, req(), &EngineOptions::default(), None, |_, _| {}).unwrap();
-        let gpu = generate(&g, &gpu_model, req(), &EngineOptions::default(), None, |_, _| {}).unwrap();
+        let gpu = generate(g, &gpu_model, req(), &EngineOptions::default(), None, |_, _| {}).unwrap();
         // Compare until the CPU's best and second-best logits come within bf16 noise of each other.
         let mut seq = prompt.clone();
         for (i, (&c, &d)) in cpu[0].completion_ids.iter().zip(&gpu[0].completion_ids).enumerate() {
@@ -82,13 +73,13 @@ fn greedy_tokens_match_the_cpu_while_the_choice_is_clear() {
 
 #[test]
 fn continuous_batching_runs_on_the_gpu() {
-    let Some(g) = gpu() else { return };
-    let m = Model::load(&g, &dir("tiny-llama")).unwrap();
+    let g = gpu_or_skip!();
+    let m = Model::load(g, &dir("tiny-llama")).unwrap();
     let vocab = m.config.vocab_size as u32;
     let sampling = SamplingConfig { temperature: 0.9, top_p: 0.95, top_k: 40, seed: 7, max_new_tokens: 12, ..SamplingConfig::default() };
     let reqs: Vec<GenRequest> = (0..7u32).map(|i| GenRequest { id: i, prompt: (0..(3 + i * 2)).map(|j| (j * 11 + i) % 96).collect(), sampling: sampling.clone() }).collect();
     let opts = EngineOptions { max_batch: 3, block_size: 4, stop_ids: vec![] };
-    let out = generate(&g, &m, reqs, &opts, None, |_, _| {}).unwrap();
+    let out = generate(g, &m, reqs, &opts, None, |_, _| {}).unwrap();
     assert_eq!(out.len(), 7);
     for c in &out {
         assert_eq!(c.completion_ids.len(), 12, "request {}", c.id);

@@ -1,14 +1,18 @@
 //! What the CUDA tests share: the GPU (or why there is none) and a small reproducible generator.
+#![allow(dead_code)]
 
 use std::sync::OnceLock;
 
 use atomrl::backend::cuda::{kernels_runnable, CudaBackend};
 
 /// The GPU backend, started once per test binary; `None` where there is no GPU or no kernels.
+/// With `ATOMRL_REQUIRE_GPU` set (scripts/gpu-check.sh sets it), no GPU is a failure instead,
+/// so that a run meant to check the kernels cannot pass by skipping them.
 pub fn gpu() -> Option<&'static CudaBackend> {
     static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
     GPU.get_or_init(|| match kernels_runnable() {
         Ok(()) => Some(CudaBackend::new(0).expect("a GPU is present but the CUDA backend failed to start")),
+        Err(why) if std::env::var_os("ATOMRL_REQUIRE_GPU").is_some() => panic!("ATOMRL_REQUIRE_GPU is set, but: {why}"),
         Err(_) => None,
     })
     .as_ref()
