@@ -11,6 +11,8 @@ fi
 if [ -x .cache/cuda/nvidia/cu13/bin/nvcc ] || command -v nvcc >/dev/null; then
   export ATOMRL_REQUIRE_KERNELS=1
 fi
+# Scripts that only run elsewhere (scripts/gpu-check.sh on a GPU machine) at least parse.
+for f in scripts/*.sh benches/*.sh; do bash -n "$f"; done
 cargo test
 # Benchmarks are compiled (not run) so they cannot rot.
 cargo test --benches --no-run
