@@ -165,6 +165,8 @@ fn unknown_keys_and_bad_values_are_named() {
     assert!(err.contains("trainer.max_steps"), "{err}");
     let err = error_of(&["train", "--config", c, "--dry-run", "rollout.temperature=0.5"]);
     assert!(err.contains("objective.temperature"), "{err}");
+    let err = error_of(&["train", "--config", c, "--dry-run", "rollout.max_sampling_rounds=2", "rollout.min_informative_groups=13"]);
+    assert!(err.contains("rollout.min_informative_groups (13)") && err.contains("(12)"), "{err}");
 }
 
 #[test]

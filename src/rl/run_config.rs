@@ -209,6 +209,12 @@ impl RunConfig {
         let r = &self.rollout;
         ensure!(r.group_size >= 1 && r.prompts_per_step >= 1, "rollout.group_size and rollout.prompts_per_step must be at least 1");
         ensure!(r.max_sampling_rounds >= 1, "rollout.max_sampling_rounds must be at least 1");
+        ensure!(
+            r.min_informative_groups <= r.max_sampling_rounds * r.prompts_per_step,
+            "rollout.min_informative_groups ({}) is more groups than rollout.max_sampling_rounds × rollout.prompts_per_step ({}) can sample",
+            r.min_informative_groups,
+            r.max_sampling_rounds * r.prompts_per_step
+        );
         ensure!(r.max_response_tokens >= 1, "rollout.max_response_tokens must be at least 1");
         ensure!(
             (self.objective.temperature - r.temperature).abs() < 1e-6 || r.temperature == 0.0,
