@@ -108,21 +108,14 @@ pub fn train_with<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions, env: &
     let out = &opts.output;
     check_run_dir(out, opts.resume)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let config_path = out.join("config.toml");
-    let new_config = toml::Table::try_from(cfg)?;
-    if opts.resume {
-        if let Some(old) = std::fs::read_to_string(&config_path).ok().and_then(|t| t.parse::<toml::Table>().ok()) {
-            for change in config_changes(&old, &new_config) {
-                eprintln!("note: resuming with a changed config: {change}");
-            }
-        }
-    }
-    std::fs::write(&config_path, toml::to_string(&new_config)?).context("writing the resolved config")?;
+    write_config(out, cfg, opts.resume)?;
 
     let tokenizer = Tokenizer::from_dir(&cfg.model.path).with_context(|| format!("loading the tokenizer of {}", cfg.model.path.display()))?;
-    let weight = |s: Skill| cfg.data.weight(s);
-    let pool = TaskPool::load(&cfg.data.train, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens, prompt_fn(cfg.rollout.mode))?;
-    let eval_pool = if cfg.data.eval.is_empty() { None } else { Some(TaskPool::load(&cfg.data.eval, cfg.data.bad_lines, &cfg.data.tiers, weight, &tokenizer, cfg.rollout.max_prompt_tokens, prompt_fn(cfg.rollout.mode))?) };
+    let load = |files: &[std::path::PathBuf]| {
+        TaskPool::load(files, cfg.data.bad_lines, &cfg.data.tiers, |s: Skill| cfg.data.weight(s), &tokenizer, cfg.rollout.max_prompt_tokens, prompt_fn(cfg.rollout.mode))
+    };
+    let pool = load(&cfg.data.train)?;
+    let eval_pool = if cfg.data.eval.is_empty() { None } else { Some(load(&cfg.data.eval)?) };
     for note in pool.notes.iter().chain(eval_pool.iter().flat_map(|p| &p.notes)) {
         eprintln!("note: {note}");
     }
@@ -189,6 +182,20 @@ pub fn train_with<B: Backend>(be: &B, cfg: &RunConfig, opts: &RunOptions, env: &
         Err(e) => eprintln!("note: no plots: {e:#}"),
     }
     Ok(())
+}
+
+/// Writes the resolved config into the run directory; on resume, first notes what changed.
+fn write_config(out: &std::path::Path, cfg: &RunConfig, resume: bool) -> Result<()> {
+    let config_path = out.join("config.toml");
+    let new_config = toml::Table::try_from(cfg)?;
+    if resume {
+        if let Some(old) = std::fs::read_to_string(&config_path).ok().and_then(|t| t.parse::<toml::Table>().ok()) {
+            for change in config_changes(&old, &new_config) {
+                eprintln!("note: resuming with a changed config: {change}");
+            }
+        }
+    }
+    std::fs::write(&config_path, toml::to_string(&new_config)?).context("writing the resolved config")
 }
 
 /// A fresh trainer on the configured model, or the run directory's latest checkpoint.
