@@ -99,6 +99,17 @@ pub fn group_advantages(rewards: &[f32], group: &[u32], cfg: &AdvantageConfig) -
     Ok(out)
 }
 
+/// How many groups have rewards that are not all equal: the groups `group_advantages` gives a
+/// non-zero advantage (and keeps, with `filter_zero_std`).
+pub fn informative_groups(rewards: &[f32], group: &[u32]) -> usize {
+    let mut range: std::collections::HashMap<u32, (f32, f32)> = std::collections::HashMap::new();
+    for (&g, &r) in group.iter().zip(rewards) {
+        let e = range.entry(g).or_insert((r, r));
+        *e = (e.0.min(r), e.1.max(r));
+    }
+    range.values().filter(|(lo, hi)| hi > lo).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

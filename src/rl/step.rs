@@ -28,7 +28,7 @@ use crate::rollout::{generate, Completion, EngineOptions, FinishReason, GenReque
 use crate::skills::Grade;
 use crate::tokenizer::Tokenizer;
 
-use super::advantages::{group_advantages, Advantages};
+use super::advantages::{group_advantages, informative_groups, Advantages};
 use super::environment::{grade_guarded, Environment};
 use super::eval::strip_eos;
 use super::objective::{policy_loss, PolicyRows};
@@ -95,8 +95,8 @@ pub fn step<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>) -> Resul
 fn sample_groups<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>, m: &mut Metrics) -> Result<(Vec<Rollout>, Vec<Grade>, Vec<f32>)> {
     let r = &ctx.cfg.rollout;
     let wanted = if r.min_informative_groups == 0 { r.prompts_per_step } else { r.min_informative_groups };
-    let (mut rollouts, mut grades, mut rewards) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut generate_s, mut grade_s, mut rounds) = (0.0, 0.0, 0);
+    let (mut rollouts, mut grades, mut rewards, mut groups) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut generate_s, mut grade_s, mut rounds, mut informative) = (0.0, 0.0, 0, 0);
     while rounds < r.max_sampling_rounds {
         let picks = ctx.pool.sample(&mut trainer.rng, r.prompts_per_step);
         trainer.data_position += picks.len() as u64;
@@ -113,30 +113,22 @@ fn sample_groups<B: Backend>(ctx: &StepContext<B>, trainer: &mut Trainer<B>, m: 
         let offset = (rounds * r.prompts_per_step) as u32;
         for (x, g) in batch.iter_mut().zip(&batch_grades) {
             x.group += offset;
+            groups.push(x.group);
             rewards.push(g.reward - ctx.cfg.agent.malformed_penalty * x.agent.as_ref().map_or(0, |a| a.malformed) as f32);
         }
         rollouts.extend(batch);
         grades.extend(batch_grades);
         rounds += 1;
-        if informative_groups(&rollouts, &rewards) >= wanted {
+        informative = informative_groups(&rewards, &groups);
+        if informative >= wanted {
             break;
         }
     }
     m.insert("timing/generate".into(), generate_s);
     m.insert("timing/grade".into(), grade_s);
     m.insert("rollout/sampling_rounds".into(), rounds as f64);
-    m.insert("rollout/informative_groups".into(), informative_groups(&rollouts, &rewards) as f64);
+    m.insert("rollout/informative_groups".into(), informative as f64);
     Ok((rollouts, grades, rewards))
-}
-
-/// Groups whose rewards are not all equal.
-fn informative_groups(rollouts: &[Rollout], rewards: &[f32]) -> usize {
-    let mut range: std::collections::HashMap<u32, (f32, f32)> = std::collections::HashMap::new();
-    for (x, &reward) in rollouts.iter().zip(rewards) {
-        let e = range.entry(x.group).or_insert((reward, reward));
-        *e = (e.0.min(reward), e.1.max(reward));
-    }
-    range.values().filter(|(lo, hi)| hi > lo).count()
 }
 
 /// Stage 1: `group_size` completions for each picked prompt, sampled by the policy.

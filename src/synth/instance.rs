@@ -62,8 +62,8 @@ pub(super) fn emit(
 fn instances(grader: &Grader, spec: &PackageSpec, base: &Task, files: &[SourceFile], k: &Kept, n: usize, rng: &mut Rng) -> Result<Vec<Task>> {
     let file = &files[k.cand.file];
     let buggy = k.cand.mutation.apply(&file.text);
-    let (common, snippet, instruction) = common_task(spec, base, file, k, &buggy)?;
-    let qual_slug: String = common.gold_locations[0].rsplit(':').next().unwrap_or("").replace(".<locals>", "").replace('.', "_");
+    let Shared { common, snippet, instruction, qualname } = shared(spec, base, file, k, &buggy)?;
+    let qual_slug: String = qualname.replace(".<locals>", "").replace('.', "_");
     let id = |skill: Skill| format!("{}__{}__m{:03}.{}", spec.name, qual_slug, n, skill);
     let with_snippet = Some(PromptContext { repo_view: None, snippets: vec![snippet] });
     let mut out = Vec::new();
@@ -101,9 +101,19 @@ fn instances(grader: &Grader, spec: &PackageSpec, base: &Task, files: &[SourceFi
     Ok(out)
 }
 
-/// What every skill's instance of a mutant shares (patches, issue text, tests, location, tier),
-/// the buggy function as a snippet, and the edit instruction.
-fn common_task(spec: &PackageSpec, base: &Task, file: &SourceFile, k: &Kept, buggy: &str) -> Result<(Task, Snippet, String)> {
+/// What the instances of one mutant are built from.
+struct Shared {
+    /// The fields every skill's instance shares (patches, issue text, tests, location, tier).
+    common: Task,
+    /// The buggy function (or the 41 lines around the bug in a long one).
+    snippet: Snippet,
+    /// The edit skill's instruction.
+    instruction: String,
+    /// The mutated top-level function.
+    qualname: String,
+}
+
+fn shared(spec: &PackageSpec, base: &Task, file: &SourceFile, k: &Kept, buggy: &str) -> Result<Shared> {
     let m = &k.cand.mutation;
     let line = m.line(&file.text);
     let clean_top = pysrc::location_at_line(&file.funcs, line).context("mutation outside a function")?;
@@ -139,7 +149,7 @@ fn common_task(spec: &PackageSpec, base: &Task, file: &SourceFile, k: &Kept, bug
         tier,
         ..Task::default()
     };
-    Ok((common, snippet, instruction))
+    Ok(Shared { common, snippet, instruction, qualname: top.qualname.clone() })
 }
 
 /// The first of `variants` whose gold answer scores 1, else the last (the form that always holds).
