@@ -17,6 +17,16 @@ constexpr int ATTN_THREADS = 128;
 constexpr float ATTN_LOG2E = 1.4426950408889634f;
 constexpr float ATTN_LN2 = 0.6931471805599453f;
 
+// The PTX instructions below have host versions in the CPU emulator (tests/cuda_emu), which
+// compiles these sources as C++ to check them without a GPU.
+#ifdef ATOMRL_CUDA_EMU
+DEVICE void mma_bf16_16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) { emu::mma_m16n8k16_bf16(c, a, b0, b1); }
+DEVICE void cp_async16(void* smem, const void* gmem, bool valid) { emu::cp_async16(smem, gmem, valid ? 16 : 0); }
+DEVICE void cp_async_commit() { emu::cp_async_commit(); }
+template <int N>
+DEVICE void cp_async_wait() { emu::cp_async_wait(N); }
+DEVICE void ldmatrix_x4_trans(uint32_t* r, const void* smem) { emu::ldmatrix_x4_trans(r, smem); }
+#else
 DEVICE void mma_bf16_16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -41,6 +51,7 @@ DEVICE void ldmatrix_x4_trans(uint32_t* r, const void* smem) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(s));
 }
+#endif
 
 DEVICE uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);

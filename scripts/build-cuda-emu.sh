@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the CPU emulator of the CUDA driver and cuBLASLt (tests/cuda_emu) into .cache/cuda-emu:
+# libcuda.so runs kernels/*.cu compiled as host C++, libcublasLt.so the matrix products. With
+# LD_LIBRARY_PATH=.cache/cuda-emu the CUDA backend and its GPU tests run on this CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=.cache/cuda-emu
+mkdir -p "$out"
+cxx=${CXX:-g++}
+flags=(-std=c++17 -O2 -fPIC -ffp-contract=off -fno-strict-aliasing -Wall -Wno-unknown-pragmas -Wno-unused-function -DATOMRL_CUDA_EMU
+  -Itests/cuda_emu/include -Itests/cuda_emu -Ikernels)
+
+# One unit with every kernel file (as build.rs compiles them) and the table of kernels by name.
+unit=$out/kernels.cpp
+{
+  echo '#include "cuda_emu.h"'
+  for f in kernels/*.cu; do echo "#include \"$PWD/$f\""; done
+  echo 'struct EmuKernel { const char* name; void (*run)(const void*); };'
+  echo 'extern const EmuKernel emu_kernels[] = {'
+  sed -nE 's/^extern "C" __global__ void (__launch_bounds__\([^)]*\) )?([A-Za-z0-9_]+)\(const ([A-Za-z0-9_]+) p\).*/    {"\2", [](const void* p) { \2(*static_cast<const \3*>(p)); }},/p' kernels/*.cu
+  echo '};'
+  echo 'extern const size_t emu_kernel_count = sizeof(emu_kernels) / sizeof(emu_kernels[0]);'
+} >"$unit.new"
+mv "$unit.new" "$unit"
+n=$(grep -c '^    {"' "$unit")
+want=$(cat kernels/*.cu | grep -c "__global__")
+if [ "$n" != "$want" ]; then
+  echo "build-cuda-emu: found $n of $want kernels; a __global__ declaration is not 'extern \"C\" __global__ void [__launch_bounds__(..)] NAME(const PARAMS p)'" >&2
+  exit 1
+fi
+
+"$cxx" "${flags[@]}" -fvisibility=hidden -c "$unit" -o "$out/kernels.o"
+"$cxx" "${flags[@]}" -c tests/cuda_emu/emulator.cpp -o "$out/emulator.o"
+"$cxx" -shared -o "$out/libcuda.so" "$out/emulator.o" "$out/kernels.o"
+"$cxx" "${flags[@]}" -shared -o "$out/libcublasLt.so" tests/cuda_emu/cublaslt.cpp
+echo "CUDA emulator: $out/libcuda.so ($n kernels), $out/libcublasLt.so"
