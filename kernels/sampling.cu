@@ -3,22 +3,25 @@
 // Per row (settings in SampleRow): T == 0 is argmax (lowest index on ties), logprob =
 // log_softmax(logits)[tok]. Otherwise p = softmax(logits / T) (max-subtracted) and the reported
 // logprob is log p[tok] of that unfiltered distribution. The kept set is cut by thresholds on p,
-// never a sort: top_k keeps p >= the k-th largest p (ties kept); top_p keeps p >= tau, tau the
-// largest value v with sum(p_i >= v, kept by top_k) >= top_p * sum(kept by top_k); min_p keeps
-// p >= min_p * max p. Thresholds are found by radix select over the bits of p (p >= 0, so its
-// bit pattern orders like its value): 4 passes of 8-bit digits with a 256-bin histogram.
-// p_i = exp((logit_i - max) * (1/T)) / z, exactly as src/backend/cpu/sampling.rs computes it.
+// never a sort: top_k keeps p >= the k-th largest p (ties kept), found by radix select over the
+// bits of p (p >= 0, so its bit pattern orders like its value: 4 passes of 8-bit digits with a
+// 256-bin count histogram); top_p keeps p >= the largest v with mass(p >= v) >= top_p * mass(kept
+// by top_k), found by a 16-way search over the bits of v (about 8 passes); min_p keeps
+// p >= min_p * max p. p_i = exp((logit_i - max) * (1/T)) / z, as src/backend/cpu/sampling.rs.
 // Draw: Philox4x32-10 with key (seed lo, seed hi) and counter (step, stream, 0, 0);
 // u = (x0 >> 8) * 2^-24; target = u * S (S = sum of kept p); scan kept tokens in index order and
 // take the first whose running sum exceeds target, else the last kept token.
 //
-// One block of 1024 threads per row; the row is re-read from memory in each pass (up to ~13).
-// Sums run in a different order than a sequential CPU loop, so a draw can differ from the CPU's
-// only when target lies within float rounding of a cumulative boundary. exp and log run in
-// double (see exp_ref): fast-math is not used for the probabilities.
+// One block of 1024 threads per row; the row is re-read from memory in each pass (about 17
+// with every filter on). Every sum that decides the draw (z, the top-p masses, S and the
+// running sum) is taken in a fixed order (block_sum over per-thread sums,
+// block_exclusive_scan over per-thread chunks) that the CPU reference reproduces step for
+// step, so both draw the same token. exp and log run in double (see exp_ref): fast-math is not
+// used for the probabilities.
 #include "common.cuh"
 
 constexpr int SAMPLE_THREADS = 1024;
+constexpr int TOP_P_WAYS = 16;  // candidates per top-p pass, plus one
 
 DEVICE float load_logit(const SampleParams& p, size_t i) {
     return p.logits ? p.logits[i] : to_f32(p.logits_bf16[i]);
@@ -65,9 +68,7 @@ DEVICE float block_exclusive_scan(float v, float* warp_sums) {
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS, 1) sample(const SampleParams p) {
     __shared__ float red[32];
     __shared__ unsigned hist[256];
-    __shared__ float hsum[256];
     __shared__ int sel_bin;
-    __shared__ float sel_cum;
     __shared__ int found;
     __shared__ int last_kept;
 
@@ -146,49 +147,46 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS, 1) sample(const Sam
         tau = __uint_as_float(prefix);
     }
 
-    // top_p: the largest v with sum(p >= max(v, tau)) >= top_p * sum(p >= tau).
+    // top_p: the largest v >= tau with mass(v) >= top_p * mass(tau), mass(v) = the sum of the
+    // p >= v in the order of block_sum over strided per-thread sums (the CPU reference sums the
+    // same way, so both find the same v). mass only shrinks as v grows, so a search over the bit
+    // patterns of v (p >= 0: bits order like values) finds it: each pass evaluates TOP_P_WAYS - 1
+    // evenly spaced candidates at once and keeps the bracket [last passing, first failing).
     if (cfg.top_p < 1.0f) {
-        float sk = 0.0f;
+        float m0 = 0.0f;
         for (int i = tid; i < V; i += SAMPLE_THREADS) {
             const float pi = PROB(i);
-            if (pi >= tau) sk += pi;
+            if (pi >= tau) m0 += pi;
         }
-        sk = block_sum(sk, red);
-        const float target = cfg.top_p * sk;
-        uint32_t prefix = 0, mask = 0;
-        float cum_above = 0.0f;
-        for (int shift = 24; shift >= 0; shift -= 8) {
-            for (int b = tid; b < 256; b += SAMPLE_THREADS) { hist[b] = 0; hsum[b] = 0.0f; }
-            __syncthreads();
+        const float target = __fmul_rn(cfg.top_p, block_sum(m0, red));
+        uint32_t lo = __float_as_uint(tau), hi = __float_as_uint(__fdiv_rn(1.0f, z)) + 1u;  // 1/z: the largest p
+        while (hi - lo > 1u) {
+            const uint32_t step = (hi - lo + TOP_P_WAYS - 1) / TOP_P_WAYS;
+            float part[TOP_P_WAYS - 1];
+#pragma unroll
+            for (int j = 0; j < TOP_P_WAYS - 1; ++j) part[j] = 0.0f;
             for (int i = tid; i < V; i += SAMPLE_THREADS) {
                 const float pi = PROB(i);
                 const uint32_t bits = __float_as_uint(pi);
-                if (pi >= tau && (bits & mask) == prefix) {
-                    atomicAdd(&hist[(bits >> shift) & 255u], 1u);
-                    atomicAdd(&hsum[(bits >> shift) & 255u], pi);
+#pragma unroll
+                for (int j = 0; j < TOP_P_WAYS - 1; ++j)
+                    if (bits >= lo + (uint32_t)(j + 1) * step) part[j] += pi;
+            }
+            uint32_t new_lo = lo, new_hi = hi;
+            for (int j = 0; j < TOP_P_WAYS - 1; ++j) {
+                const uint32_t c = lo + (uint32_t)(j + 1) * step;
+                if (c >= hi) break;
+                if (block_sum(part[j], red) >= target) {
+                    new_lo = c;
+                } else {
+                    new_hi = c;
+                    break;
                 }
             }
-            __syncthreads();
-            if (tid == 0) {
-                float cum = cum_above;
-                int b = 255, lowest = -1;
-                for (; b >= 0; --b) {
-                    if (hist[b] == 0) continue;
-                    lowest = b;
-                    if (cum + hsum[b] >= target) break;
-                    cum += hsum[b];
-                }
-                if (b < 0) { b = lowest < 0 ? 0 : lowest; cum = cum_above; }  // rounding: keep all
-                sel_bin = b;
-                sel_cum = cum;
-            }
-            __syncthreads();
-            prefix |= (uint32_t)sel_bin << shift;
-            mask |= 255u << shift;
-            cum_above = sel_cum;
-            __syncthreads();
+            lo = new_lo;
+            hi = new_hi;
         }
-        tau = fmaxf(tau, __uint_as_float(prefix));
+        tau = __uint_as_float(lo);
     }
 
     // min_p: relative to the largest p, exp(0) / z.

@@ -1,6 +1,8 @@
 //! Generation on the GPU with the fixture models: the paged-cache decode against recomputation on
 //! the same backend, greedy tokens against the CPU's where the choice is clear, and continuous
-//! batching end to end. Skips (and says why) without a GPU or without kernels in this build.
+//! batching end to end; and SmolLM2-135M-Instruct's greedy answer to the France prompt, the
+//! CPU's (when `scripts/fetch-smollm2.sh` has converted it). Skips (and says why) without a GPU
+//! or without kernels in this build.
 
 mod gpu_support;
 
@@ -10,6 +12,7 @@ use atomrl::backend::cpu::Cpu;
 use atomrl::backend::Backend;
 use atomrl::model::{KvCache, Model};
 use atomrl::rollout::{generate, EngineOptions, FinishReason, GenRequest, SamplingConfig};
+use atomrl::tokenizer::Tokenizer;
 
 /// |a - b| <= ATOL + RTOL |b| for logits of a bf16 model against the same model (bf16 roundings in
 /// a different order: the cache path and the packed path).
@@ -87,4 +90,23 @@ fn continuous_batching_runs_on_the_gpu() {
         assert!(c.completion_ids.iter().all(|&t| t < vocab));
         assert!(c.completion_logprobs.iter().all(|&lp| lp.is_finite() && lp <= 1e-6));
     }
+}
+
+#[test]
+fn smollm2_answers_the_france_prompt_as_on_the_cpu() {
+    let g = gpu_or_skip!();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2/hf");
+    if !dir.join("model.safetensors").exists() {
+        eprintln!("skipped: {} not found (run scripts/fetch-smollm2.sh)", dir.display());
+        return;
+    }
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    let prompt = tok.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n").unwrap();
+    let sampling = SamplingConfig { temperature: 0.0, max_new_tokens: 32, ..SamplingConfig::default() };
+    let opts = EngineOptions { stop_ids: tok.stop_ids.clone(), ..EngineOptions::default() };
+    let model = Model::load(g, &dir).unwrap();
+    let out = generate(g, &model, vec![GenRequest { id: 0, prompt, sampling }], &opts, Some(&tok), |_, _| {}).unwrap();
+    // tests/smollm2.rs checks that the CPU gives this text, as transformers does
+    assert_eq!(tok.decode(&out[0].completion_ids).unwrap(), "The capital of France is Paris.<|im_end|>");
+    assert_eq!(out[0].finish_reason, FinishReason::Stop);
 }

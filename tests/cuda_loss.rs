@@ -311,7 +311,8 @@ fn policy_loss_bf16_tensors() {
     // (what the trainer's `be.from_f32` / `be.zeros` give on CUDA). Inputs are rounded first,
     // so both backends see the same values and the f32-output run is checked as above; the
     // bf16 outputs must be that run's outputs rounded once (within a bf16 spacing, plus the
-    // order of the atomic sums and of the d_head product for elements that cancel).
+    // order of the atomic sums and of the d_head product for elements that cancel), except
+    // d_head, which is rounded once per chunk.
     let g = gpu_or_skip!();
     let mut rng = Rng::new(102);
     for shape in [SHAPES[1], SHAPES[2]] {
@@ -334,7 +335,14 @@ fn policy_loss_bf16_tensors() {
         check(&format!("{what} stats"), &b.stats, &got.stats, REDUCE_RTOL * max_abs(&mag), BF16_ULP);
         check(&format!("{what} d_hidden"), &b.d_hidden, &got.d_hidden, REDUCE_RTOL * max_abs(&got.d_hidden), BF16_ULP);
         let grad: Vec<f32> = got.d_head.iter().zip(&d_head0).map(|(a, b)| a - b).collect();
-        check(&format!("{what} d_head"), &b.d_head, &got.d_head, REDUCE_RTOL * max_abs(&grad), BF16_ULP);
+        // d_head is accumulated chunk by chunk, each product rounded to bf16 on top of the running
+        // value (at most d_head0 plus the gradient in size): up to 2^-8 of that per chunk after the
+        // first.
+        let active = p.weights.iter().filter(|&&w| w != 0.0).count();
+        let extra_roundings = (active.div_ceil(p.chunk) - 1) as f32;
+        let running = max_abs(&d_head0) + max_abs(&grad);
+        let atol = REDUCE_RTOL * max_abs(&grad) + extra_roundings * BF16_ULP / 2.0 * running;
+        check(&format!("{what} d_head"), &b.d_head, &got.d_head, atol, BF16_ULP);
     }
 }
 
