@@ -33,4 +33,7 @@ fi
 "$cxx" "${flags[@]}" -c tests/cuda_emu/emulator.cpp -o "$out/emulator.o"
 "$cxx" -shared -o "$out/libcuda.so" "$out/emulator.o" "$out/kernels.o"
 "$cxx" "${flags[@]}" -shared -o "$out/libcublasLt.so" tests/cuda_emu/cublaslt.cpp
+# The emulator's own checks: what it computes, and the faults it must report.
+"$cxx" "${flags[@]}" -o "$out/selftest" tests/cuda_emu/selftest.cpp "$out/emulator.o" "$out/kernels.o"
+"$out/selftest" >"$out/selftest.log" 2>&1 || { cat "$out/selftest.log" >&2; echo "build-cuda-emu: the emulator's self-test failed" >&2; exit 1; }
 echo "CUDA emulator: $out/libcuda.so ($n kernels), $out/libcublasLt.so"

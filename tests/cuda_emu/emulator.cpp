@@ -4,9 +4,9 @@
 // "Device" memory is host memory, so device pointers are host addresses and copies are memcpy.
 // Every launch runs synchronously on the calling thread. A block's threads are fibers (a
 // stack each and a six-register context switch, x86-64 only) that the scheduler below runs until each reaches a barrier: __syncthreads for the
-// block, or a warp-wide operation (shuffle, mma.sync, ldmatrix) for its warp. A full-mask warp
-// operation with fewer than 32 live lanes, a lane that exits while its warp waits, and a block
-// that can make no progress (divergent barriers) fail the launch with a message on stderr.
+// block, or a warp-wide operation (shuffle, mma.sync, ldmatrix) for its warp. A barrier that
+// some thread of its block or warp has exited before, or skips, and a block that can make no
+// progress (divergent barriers) fail the launch with a message on stderr.
 // cp.async copies land at the cp.async.wait_group that retires their group, the latest moment
 // the hardware may deliver them, so a read that waits too little sees stale data.
 #include <cstdarg>
@@ -182,7 +182,7 @@ void land(const std::vector<Copy>& group) {
     Warp& w = warp();
     --w.live;
     if (w.arrived > 0) fail("thread %d exited while its warp waits at a warp-wide operation", b.cur);
-    if (b.arrived > 0 && b.arrived == b.live) release_block();
+    if (b.arrived > 0) fail("thread %d exited while %d threads wait at __syncthreads", b.cur, b.arrived);
     ctx_switch(f.ctx, b.sched);
     abort();  // a finished fiber is never resumed
 }
@@ -200,9 +200,13 @@ bool run_block(Block& b) {
     }
     b.live = n;
     b.arrived = 0;
+    // Threads run in ascending order in even blocks and descending in odd ones, so that a read
+    // of another thread's write that lacks a barrier sees the stale value in one of them.
+    const bool reverse = (b.bidx.x + b.bidx.y + b.bidx.z) & 1;
     for (;;) {
         bool ran = false, done = true;
-        for (int i = 0; i < n; ++i) {
+        for (int k = 0; k < n; ++k) {
+            const int i = reverse ? n - 1 - k : k;
             if (b.fibers[i].state == State::Ready) {
                 b.cur = i;
                 ctx_switch(b.sched, b.fibers[i].ctx);
@@ -266,6 +270,8 @@ uint3 grid_dim() { return block().gdim; }
 
 void syncthreads() {
     Block& b = block();
+    // CUDA requires every thread of the block to reach each __syncthreads.
+    if (b.live < b.n) fail("__syncthreads after %d threads of the block exited", b.n - b.live);
     fiber().state = State::AtBlockBarrier;
     if (++b.arrived == b.live) {
         release_block();
