@@ -86,6 +86,7 @@ Context ctx_new(char* stack, size_t bytes, void (*entry)()) {
 
 struct Fiber {
     Context ctx;
+    uint3 tid;
     State state = State::Ready;
     std::vector<std::vector<Copy>> groups;  // committed cp.async groups, oldest first
     std::vector<Copy> open;                 // issued since the last commit
@@ -132,9 +133,21 @@ int lane() { return block().cur % WARP; }
     abort();  // a failed fiber is never resumed
 }
 
+// Passes control to the next ready lane of the caller's warp (the common case after a lane
+// reaches a warp-wide operation), else back to the scheduler.
 void yield() {
     Block& b = block();
-    ctx_switch(b.fibers[b.cur].ctx, b.sched);
+    Fiber& self = b.fibers[b.cur];
+    const int first = b.cur / WARP * WARP, size = b.warps[b.cur / WARP].size;
+    for (int k = 1; k < size; ++k) {
+        const int i = first + (b.cur - first + k) % size;
+        if (b.fibers[i].state == State::Ready) {
+            b.cur = i;
+            ctx_switch(self.ctx, b.fibers[i].ctx);
+            return;
+        }
+    }
+    ctx_switch(self.ctx, b.sched);
 }
 
 void release_block() {
@@ -153,12 +166,12 @@ void release_warp(Warp& w, int first) {
 }
 
 void warp_barrier() {
-    Warp& w = warp();
-    if (w.live != WARP)
-        fail("a full-warp operation in warp %d with %d live lanes (all 32 must take part)", block().cur / WARP, w.live);
-    fiber().state = State::AtWarpBarrier;
+    Block& b = *tl_block;
+    Warp& w = b.warps[b.cur / WARP];
+    if (w.live != WARP) fail("a full-warp operation in warp %d with %d live lanes (all 32 must take part)", b.cur / WARP, w.live);
+    b.fibers[b.cur].state = State::AtWarpBarrier;
     if (++w.arrived == w.live) {
-        release_warp(w, block().cur / WARP * WARP);
+        release_warp(w, b.cur / WARP * WARP);
         return;
     }
     yield();
@@ -197,6 +210,8 @@ bool run_block(Block& b) {
         ++w.size;
         ++w.live;
         b.fibers[i].ctx = ctx_new(tl_stacks[i].get(), STACK_BYTES, fiber_main);
+        const unsigned t = (unsigned)i;
+        b.fibers[i].tid = uint3{t % b.bdim.x, t / b.bdim.x % b.bdim.y, t / (b.bdim.x * b.bdim.y)};
     }
     b.live = n;
     b.arrived = 0;
@@ -261,8 +276,7 @@ namespace emu {
 
 uint3 thread_idx() {
     const Block& b = block();
-    const unsigned t = (unsigned)b.cur;
-    return uint3{t % b.bdim.x, t / b.bdim.x % b.bdim.y, t / (b.bdim.x * b.bdim.y)};
+    return b.fibers[b.cur].tid;
 }
 uint3 block_idx() { return block().bidx; }
 uint3 block_dim() { return block().bdim; }
@@ -281,9 +295,10 @@ void syncthreads() {
 }
 
 void warp_exchange(const void* in, void* out, size_t bytes, int src) {
-    Warp& w = warp();
+    Block& b = *tl_block;
+    Warp& w = b.warps[b.cur / WARP];
     const unsigned g = w.gen & 1;
-    std::memcpy(w.table[g][lane()], in, bytes);
+    std::memcpy(w.table[g][b.cur % WARP], in, bytes);
     warp_barrier();
     std::memcpy(out, w.table[g][src & (WARP - 1)], bytes);
 }

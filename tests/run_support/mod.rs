@@ -20,12 +20,16 @@ pub const VOCAB: [&str; 13] = [
 /// The issue words; the task with issue `w` is solved by answering `w.py`.
 pub const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
-fn model_config_json() -> String {
+/// Hidden size of the tiny llama (4 heads of 8); the CUDA kernels need heads of 16 or more.
+pub const HIDDEN: usize = 32;
+
+fn model_config_json(hidden: usize) -> String {
     format!(
-        r#"{{"model_type": "llama", "tie_word_embeddings": false, "vocab_size": {}, "hidden_size": 32, "intermediate_size": 64,
+        r#"{{"model_type": "llama", "tie_word_embeddings": false, "vocab_size": {}, "hidden_size": {hidden}, "intermediate_size": {},
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
             "rope_theta": 10000.0, "max_position_embeddings": 256, "hidden_act": "silu", "eos_token_id": 1}}"#,
-        VOCAB.len()
+        VOCAB.len(),
+        2 * hidden
     )
 }
 
@@ -43,11 +47,17 @@ const CHAT_TEMPLATE: &str = "{% for m in messages %}<|{{ m.role }}|> {{ m.conten
 
 /// Writes a Hugging Face model directory with random weights drawn from `seed`.
 pub fn write_model(dir: &Path, seed: u64) -> ModelConfig {
+    write_model_sized(dir, seed, HIDDEN)
+}
+
+/// As [`write_model`], with hidden size `hidden` (4 heads of `hidden / 4`).
+pub fn write_model_sized(dir: &Path, seed: u64, hidden: usize) -> ModelConfig {
     std::fs::create_dir_all(dir).unwrap();
-    let cfg = ModelConfig::from_json(&model_config_json()).unwrap();
+    let json = model_config_json(hidden);
+    let cfg = ModelConfig::from_json(&json).unwrap();
     let weights = common::random_weights(&cfg, seed);
     save_model_dir(dir, &cfg, &weights, dir, SaveDtype::F32).unwrap();
-    std::fs::write(dir.join("config.json"), model_config_json()).unwrap();
+    std::fs::write(dir.join("config.json"), json).unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
     let tc = serde_json::json!({"chat_template": CHAT_TEMPLATE, "eos_token": "<|im_end|>"});
     std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
