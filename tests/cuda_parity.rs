@@ -675,9 +675,13 @@ fn attention_causal_backward() {
                 // dq and dk are measured against the size of its terms: scale·|k or q|·|dO·v|,
                 // with |dO·v| about sqrt(head_dim)·max|dO|·max|v| for random signs.
                 let dov = (s.head_dim as f32).sqrt() * max_abs(&d_out) * max_abs(&v);
-                check_f32_at_scale("attention_causal_backward", &format!("{what} dq"), &down(g, &gdq), &dq, REDUCE_RTOL, s.scale * max_abs(&k) * dov);
-                check_f32_at_scale("attention_causal_backward", &format!("{what} dk"), &down(g, &gdk), &dk, REDUCE_RTOL, s.scale * max_abs(&q) * dov);
-                check_f32("attention_causal_backward", &format!("{what} dv"), &down(g, &gdv), &dv, REDUCE_RTOL);
+                // bf16 inputs take the tensor-core kernels, which round P and dS to bf16 for the
+                // products (as the forward rounds P): a quarter of a bf16 spacing of the largest value
+                // (the CPU emulator measured under half of that on these shapes).
+                let rtol = if bf16_in { BF16_ULP / 4.0 } else { REDUCE_RTOL };
+                check_f32_at_scale("attention_causal_backward", &format!("{what} dq"), &down(g, &gdq), &dq, rtol, s.scale * max_abs(&k) * dov);
+                check_f32_at_scale("attention_causal_backward", &format!("{what} dk"), &down(g, &gdk), &dk, rtol, s.scale * max_abs(&q) * dov);
+                check_f32("attention_causal_backward", &format!("{what} dv"), &down(g, &gdv), &dv, rtol);
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The backward ops and the optimizer on the GPU (`kernels/backward.cu`,
-//! `kernels/attention_backward.cu`, `kernels/optimizer.cu`);
+//! `kernels/attention_backward.cu` and `_tc.cu`, `kernels/optimizer.cu`);
 //! the `Backend` methods in `ops.rs` call these. Their tensors may be f32 or bf16 (each kernel
 //! reads the type of every pointer from a `bf16_mask`), so gradients and optimizer state can be
 //! kept in f32 while activations stay bf16.
@@ -20,6 +20,10 @@ const BIAS_BWD_ROWS: usize = 64;
 /// and the largest head_dim they hold in registers (32 × ATTN_BWD_E).
 const ATTN_BWD_WARPS: usize = 4;
 const ATTN_BWD_MAX_HEAD_DIM: usize = 128;
+/// Rows per tile and threads per block of the tensor-core backward (tensor_core.cuh: ATTN_BM,
+/// ATTN_THREADS).
+const ATTN_TILE_ROWS: usize = 64;
+const ATTN_TC_THREADS: u32 = 128;
 /// Blocks of `sum_squares` at most: each adds one partial into the accumulator.
 const SUM_SQUARES_MAX_BLOCKS: usize = 1024;
 
@@ -152,7 +156,25 @@ impl CudaBackend {
         };
         let threads = 32 * ATTN_BWD_WARPS as u32;
         self.launch(Kernel::AttentionCausalBackwardDelta, grid(((t * s.n_heads).div_ceil(ATTN_BWD_WARPS) as u32, 1, 1), threads), &params)?;
+        let all_bf16 = [d_out, q, k, v].iter().all(|x| x.dtype == DType::Bf16);
+        if let (true, Some((dq_kernel, dkv_kernel))) = (all_bf16, tensor_core_backward_kernels(s.head_dim)) {
+            // attention_backward_tc.cu: one block per (sequence, 64-row tile) and head, as the forward.
+            let tiles = (t.div_ceil(ATTN_TILE_ROWS) + p.n_seqs) as u32;
+            self.launch(dq_kernel, grid((tiles, s.n_heads as u32, 1), ATTN_TC_THREADS), &params)?;
+            return self.launch(dkv_kernel, grid((tiles, s.n_kv_heads as u32, 1), ATTN_TC_THREADS), &params);
+        }
         self.launch(Kernel::AttentionCausalBackwardDq, grid((t.div_ceil(ATTN_BWD_WARPS) as u32, s.n_heads as u32, 1), threads), &params)?;
         self.launch(Kernel::AttentionCausalBackwardDkv, grid((t.div_ceil(ATTN_BWD_WARPS) as u32, s.n_kv_heads as u32, 1), threads), &params)
     }
+}
+
+/// The tensor-core backward kernels (dQ; dK and dV) for bf16 inputs of this head_dim, if any.
+fn tensor_core_backward_kernels(head_dim: usize) -> Option<(Kernel, Kernel)> {
+    Some(match head_dim {
+        16 => (Kernel::AttentionCausalBackwardDqHd16, Kernel::AttentionCausalBackwardDkvHd16),
+        32 => (Kernel::AttentionCausalBackwardDqHd32, Kernel::AttentionCausalBackwardDkvHd32),
+        64 => (Kernel::AttentionCausalBackwardDqHd64, Kernel::AttentionCausalBackwardDkvHd64),
+        128 => (Kernel::AttentionCausalBackwardDqHd128, Kernel::AttentionCausalBackwardDkvHd128),
+        _ => return None,
+    })
 }
