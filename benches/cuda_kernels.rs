@@ -4,11 +4,13 @@
 //! prints why it skipped and exits 0.
 //!
 //! `cargo bench --bench cuda_kernels [-- FILTER]` (FILTER: a substring of the op name).
+//! `ATOMRL_BENCH_SMOKE=1` runs every case once at toy sizes instead: a check that the cases run
+//! (the test command does it on the CPU emulator), not a measurement.
 
 use std::time::Instant;
 
 use atomrl::backend::cuda::{cuda_available, CudaBackend, CudaTensor, DType};
-use atomrl::backend::{AttnShape, Backend, CausalAttn, Gemm, PagedAttn, SampleParams};
+use atomrl::backend::{AttnShape, Backend, CausalAttn, Gemm, KlEstimator, LossGrads, LossRows, PagedAttn, PolicyLoss, PolicyLossParams, SampleParams, LOSS_STATS};
 
 /// Dense bf16 tensor-core TFLOP/s and HBM GB/s of the GPUs we expect, by name.
 fn peaks(name: &str) -> (f64, f64) {
@@ -33,6 +35,8 @@ struct Bench<'a> {
     tflops_peak: f64,
     gbs_peak: f64,
     filter: Option<String>,
+    /// Toy sizes, one run each: checks that the cases run, measures nothing.
+    smoke: bool,
 }
 
 impl Bench<'_> {
@@ -40,8 +44,22 @@ impl Bench<'_> {
         self.filter.as_deref().is_none_or(|f| op.contains(f))
     }
 
-    /// Median milliseconds of `f` over a few timed batches after a warm-up.
+    /// `full` normally, `smoke` in smoke mode.
+    fn sizes<T>(&self, full: Vec<T>, smoke: Vec<T>) -> Vec<T> {
+        if self.smoke {
+            smoke
+        } else {
+            full
+        }
+    }
+
+    /// Median milliseconds of `f` over a few timed batches after a warm-up (one run in smoke mode).
     fn time(&self, mut f: impl FnMut()) -> f64 {
+        if self.smoke {
+            f();
+            self.g.synchronize().unwrap();
+            return f64::NAN;
+        }
         for _ in 0..3 {
             f();
         }
@@ -61,12 +79,25 @@ impl Bench<'_> {
     }
 
     fn report(&self, op: &str, config: &str, ms: f64, flops: Option<f64>, bytes: Option<f64>) {
-        if let Some(fl) = flops {
+        self.report_as(op, config, "atomrl", ms, flops, bytes);
+    }
+
+    fn report_as(&self, op: &str, config: &str, imp: &str, ms: f64, flops: Option<f64>, bytes: Option<f64>) {
+        if self.smoke {
+            println!("smoke: {op} {config} {imp} ran");
+        } else if let Some(fl) = flops {
             let t = fl / ms / 1e9;
-            println!("RESULT|{op}|{config}|atomrl|{ms:.4}|TFLOP/s|{t:.1}|{:.0}%", 100.0 * t / self.tflops_peak);
+            println!("RESULT|{op}|{config}|{imp}|{ms:.4}|TFLOP/s|{t:.1}|{:.0}%", 100.0 * t / self.tflops_peak);
         } else if let Some(b) = bytes {
             let gbs = b / ms / 1e6;
-            println!("RESULT|{op}|{config}|atomrl|{ms:.4}|GB/s|{gbs:.0}|{:.0}%", 100.0 * gbs / self.gbs_peak);
+            println!("RESULT|{op}|{config}|{imp}|{ms:.4}|GB/s|{gbs:.0}|{:.0}%", 100.0 * gbs / self.gbs_peak);
+        }
+    }
+
+    /// A memory figure (MiB) as a table row of its own.
+    fn report_memory(&self, op: &str, config: &str, imp: &str, bytes: usize) {
+        if !self.smoke {
+            println!("RESULT|{op}|{config}|{imp}|0|MiB|{:.0}|-", bytes as f64 / (1u64 << 20) as f64);
         }
     }
 }
@@ -82,26 +113,125 @@ fn rand_tensor(g: &CudaBackend, n: usize, seed: u64, scale: f32) -> CudaTensor {
     g.from_f32(&v).unwrap()
 }
 
+/// Head dims and sequence lengths of the attention cases (model width 2048, 16k tokens a call).
+fn attention_shapes(b: &Bench) -> Vec<(usize, usize, usize)> {
+    let mut v = Vec::new();
+    for hd in [64usize, 128] {
+        for seq in b.sizes(vec![512usize, 1024, 2048, 4096, 8192], vec![70]) {
+            let batch = if b.smoke { 2 } else { (16384 / seq).max(1) };
+            v.push((hd, seq, batch));
+        }
+    }
+    v
+}
+
+/// Packed causal attention inputs of one shape: q, k, v (bf16), cu_seqlens.
+struct AttnCase {
+    s: AttnShape,
+    seq: usize,
+    batch: usize,
+    q: CudaTensor,
+    k: CudaTensor,
+    v: CudaTensor,
+    cu: atomrl::backend::cuda::CudaIndex,
+}
+
+impl AttnCase {
+    fn new(b: &Bench, hd: usize, seq: usize, batch: usize) -> Self {
+        let n_heads = if b.smoke { 2 } else { 2048 / hd };
+        let s = AttnShape { n_heads, n_kv_heads: n_heads, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
+        let tokens = batch * seq;
+        let cu: Vec<u32> = (0..=batch).map(|i| (i * seq) as u32).collect();
+        let (q, k, v) = (rand_tensor(b.g, tokens * s.q_dim(), 1, 1.0), rand_tensor(b.g, tokens * s.kv_dim(), 2, 1.0), rand_tensor(b.g, tokens * s.kv_dim(), 3, 1.0));
+        AttnCase { s, seq, batch, q, k, v, cu: b.g.index(&cu).unwrap() }
+    }
+    fn tokens(&self) -> usize {
+        self.seq * self.batch
+    }
+    fn params(&self) -> CausalAttn<'_, CudaBackend> {
+        CausalAttn { tokens: self.tokens(), n_seqs: self.batch, shape: self.s, cu_seqlens: &self.cu }
+    }
+    fn config(&self) -> String {
+        format!("hd={} seq={} batch={} heads={}", self.s.head_dim, self.seq, self.batch, self.s.n_heads)
+    }
+    /// Flops of one seq x seq x head_dim product per head, half under the causal mask.
+    fn product_flops(&self) -> f64 {
+        2.0 * (self.seq * self.seq) as f64 * self.s.head_dim as f64 * self.s.n_heads as f64 * self.batch as f64 / 2.0
+    }
+}
+
 fn attention_causal(b: &Bench) {
     let g = b.g;
-    for hd in [64usize, 128] {
-        let n_heads = 2048 / hd; // model width 2048
-        let s = AttnShape { n_heads, n_kv_heads: n_heads, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
-        for seq in [512usize, 1024, 2048, 4096, 8192] {
-            let batch = (16384 / seq).max(1);
-            let tokens = batch * seq;
-            let q = rand_tensor(g, tokens * s.q_dim(), 1, 1.0);
-            let k = rand_tensor(g, tokens * s.kv_dim(), 2, 1.0);
-            let v = rand_tensor(g, tokens * s.kv_dim(), 3, 1.0);
-            let mut out = g.zeros(tokens * s.q_dim()).unwrap();
-            let mut lse = g.zeros_f32(tokens * n_heads).unwrap();
-            let cu: Vec<u32> = (0..=batch).map(|i| (i * seq) as u32).collect();
-            let cu = g.index(&cu).unwrap();
-            let p = CausalAttn { tokens, n_seqs: batch, shape: s, cu_seqlens: &cu };
-            let ms = b.time(|| g.attention_causal(&mut out, &mut lse, &q, &k, &v, &p).unwrap());
-            // two matmuls of 2*seq*seq*hd flops per head, half of them under the causal mask
-            let flops = 4.0 * (seq * seq) as f64 * hd as f64 * n_heads as f64 * batch as f64 / 2.0;
-            b.report("attention_causal", &format!("hd={hd} seq={seq} batch={batch} heads={n_heads}"), ms, Some(flops), None);
+    for (hd, seq, batch) in attention_shapes(b) {
+        let c = AttnCase::new(b, hd, seq, batch);
+        let mut out = g.zeros(c.tokens() * c.s.q_dim()).unwrap();
+        let mut lse = g.zeros_f32(c.tokens() * c.s.n_heads).unwrap();
+        let ms = b.time(|| g.attention_causal(&mut out, &mut lse, &c.q, &c.k, &c.v, &c.params()).unwrap());
+        // two products: S = QK^T and O = PV
+        b.report("attention_causal", &c.config(), ms, Some(2.0 * c.product_flops()), None);
+    }
+}
+
+fn attention_backward(b: &Bench) {
+    let g = b.g;
+    for (hd, seq, batch) in attention_shapes(b) {
+        let c = AttnCase::new(b, hd, seq, batch);
+        let n = c.tokens() * c.s.q_dim();
+        let (mut out, mut lse) = (g.zeros(n).unwrap(), g.zeros_f32(c.tokens() * c.s.n_heads).unwrap());
+        g.attention_causal(&mut out, &mut lse, &c.q, &c.k, &c.v, &c.params()).unwrap();
+        let d_out = rand_tensor(g, n, 4, 1.0);
+        // bf16 gradients, as the trainer's activation gradients
+        let (mut dq, mut dk, mut dv) = (g.zeros(n).unwrap(), g.zeros(c.tokens() * c.s.kv_dim()).unwrap(), g.zeros(c.tokens() * c.s.kv_dim()).unwrap());
+        let ms = b.time(|| g.attention_causal_backward(&mut dq, &mut dk, &mut dv, &d_out, &c.q, &c.k, &c.v, &out, &lse, &c.params()).unwrap());
+        // the usual count, as for SDPA's backward: five products (S, dP, dV, dK, dQ)
+        b.report("attention_backward", &c.config(), ms, Some(5.0 * c.product_flops()), None);
+    }
+}
+
+/// The fused GRPO objective (policy_loss with gradients) at a Qwen2.5-1.5B head (hidden 1536,
+/// vocab 151936), against the three bare head products it contains, and the scratch it takes.
+fn grpo_objective(b: &Bench) {
+    let g = b.g;
+    let (dim, vocab) = if b.smoke { (64usize, 1000usize) } else { (1536, 151936) };
+    // the trainer's chunk (about 16M logits), and at the largest size a bigger one
+    let default_chunk = atomrl::rl::objective::default_chunk(vocab);
+    let cases = b.sizes(vec![(8192usize, default_chunk), (16384, default_chunk), (32768, default_chunk), (32768, 1024)], vec![(40, 16)]);
+    for (tokens, chunk) in cases {
+        let imp = if chunk == default_chunk || b.smoke { "atomrl".to_string() } else { format!("atomrl, chunk {chunk}") };
+        let hidden = rand_tensor(g, tokens * dim, 21, 1.0);
+        let head = rand_tensor(g, vocab * dim, 22, 0.05);
+        let targets: Vec<u32> = (0..tokens).map(|i| ((i * 7919) % vocab) as u32).collect();
+        let targets = g.index(&targets).unwrap();
+        let weights = g.from_f32_exact(&vec![1.0 / tokens as f32; tokens]).unwrap();
+        let advantages = g.from_f32_exact(&(0..tokens).map(|i| if i % 3 == 0 { -1.0 } else { 0.5 }).collect::<Vec<f32>>()).unwrap();
+        let (mut logp, mut stats) = (g.zeros_f32(tokens).unwrap(), g.zeros_f32(LOSS_STATS).unwrap());
+        let (mut d_hidden, mut d_head) = (g.zeros(tokens * dim).unwrap(), g.zeros_f32(vocab * dim).unwrap());
+        let params = PolicyLossParams { temperature: 1.0, clip_low: 0.2, clip_high: 0.28, dual_clip: None, kl_coef: 0.0, kl_estimator: KlEstimator::K3, tis_cap: None };
+        let before = g.pool_bytes();
+        let mut run = || {
+            let rows = LossRows { rows: tokens, dim, vocab, chunk, hidden: &hidden, head: &head, targets: &targets, weights: &weights };
+            let pl = PolicyLoss { rows, advantages: &advantages, old_logp: None, ref_logp: None, rollout_logp: None, params };
+            g.policy_loss(&mut logp, &mut stats, Some(LossGrads { d_hidden: &mut d_hidden, d_head: &mut d_head }), &pl).unwrap();
+        };
+        run();
+        g.synchronize().unwrap();
+        let scratch = g.pool_bytes() - before;
+        let ms = b.time(run);
+        let config = format!("tokens={tokens} vocab={vocab} hidden={dim}");
+        let flops = 3.0 * 2.0 * (tokens * vocab * dim) as f64;
+        b.report_as("grpo_objective", &config, &imp, ms, Some(flops), None);
+        b.report_memory("grpo_objective_mem", &config, &imp, scratch);
+        // The same three products on whole [tokens, vocab] matrices: logits, d_hidden, d_head.
+        if (chunk == default_chunk || b.smoke) && tokens * vocab * 6 < (40usize << 30) {
+            let mut logits = g.zeros_f32(tokens * vocab).unwrap();
+            let d_logits = g.zeros(tokens * vocab).unwrap();
+            let mut dh_f32 = g.zeros(tokens * dim).unwrap();
+            let ms = b.time(|| {
+                g.gemm(&mut logits, &hidden, &head, Gemm::linear(tokens, vocab, dim)).unwrap();
+                g.gemm(&mut dh_f32, &d_logits, &head, Gemm { m: tokens, n: dim, k: vocab, trans_a: false, trans_b: false, accumulate: false }).unwrap();
+                g.gemm(&mut d_head, &d_logits, &hidden, Gemm { m: vocab, n: dim, k: tokens, trans_a: true, trans_b: false, accumulate: true }).unwrap();
+            });
+            b.report_as("grpo_objective", &config, "head products alone", ms, Some(flops), None);
         }
     }
 }
@@ -110,7 +240,7 @@ fn attention_paged(b: &Bench) {
     let g = b.g;
     let (n_heads, n_kv_heads, hd, block_size) = (32usize, 8usize, 128usize, 16usize);
     let s = AttnShape { n_heads, n_kv_heads, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
-    for (batch, ctx) in [(1usize, 4096usize), (16, 2048), (64, 2048), (256, 1024), (32, 8192)] {
+    for (batch, ctx) in b.sizes(vec![(1usize, 4096usize), (16, 2048), (64, 2048), (256, 1024), (32, 8192)], vec![(2, 300)]) {
         let max_blocks = ctx.div_ceil(block_size);
         let slots = batch * max_blocks * block_size;
         let kc = rand_tensor(g, slots * s.kv_dim(), 4, 1.0);
@@ -131,7 +261,7 @@ fn attention_paged(b: &Bench) {
 fn sample(b: &Bench) {
     let g = b.g;
     let vocab = 151936usize;
-    for batch in [1usize, 16, 64, 256] {
+    for batch in b.sizes(vec![1usize, 16, 64, 256], vec![2]) {
         let logits = {
             let t = rand_tensor(g, batch * vocab, 7, 8.0);
             let mut f = g.zeros_f32(batch * vocab).unwrap();
@@ -149,7 +279,7 @@ fn sample(b: &Bench) {
 
 fn gemm(b: &Bench) {
     let g = b.g;
-    for (m, n, k) in [(4096usize, 4096usize, 4096usize), (8192, 2048, 8192), (16, 151936, 2048)] {
+    for (m, n, k) in b.sizes(vec![(4096usize, 4096usize, 4096usize), (8192, 2048, 8192), (16, 151936, 2048)], vec![(16, 40, 24)]) {
         let a = rand_tensor(g, m * k, 8, 1.0);
         let w = rand_tensor(g, n * k, 9, 1.0);
         let mut out = g.zeros(m * n).unwrap();
@@ -160,7 +290,7 @@ fn gemm(b: &Bench) {
 
 fn memory_bound(b: &Bench) {
     let g = b.g;
-    let (rows, dim) = (16384usize, 4096usize);
+    let (rows, dim) = if b.smoke { (4usize, 256usize) } else { (16384, 4096) };
     let x = rand_tensor(g, rows * dim, 10, 2.0);
     let w = rand_tensor(g, dim, 11, 1.0);
     let mut out = g.zeros(rows * dim).unwrap();
@@ -189,9 +319,18 @@ fn main() {
     let (tflops_peak, gbs_peak) = peaks(g.device_name());
     println!("device: {} (sm_{}{}, {} SMs), peak {tflops_peak} bf16 TFLOP/s, {gbs_peak} GB/s", g.device_name(), g.compute_capability().0, g.compute_capability().1, g.sm_count());
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let b = Bench { g: &g, tflops_peak, gbs_peak, filter };
+    let smoke = std::env::var_os("ATOMRL_BENCH_SMOKE").is_some();
+    let b = Bench { g: &g, tflops_peak, gbs_peak, filter, smoke };
     type Case = (&'static str, fn(&Bench));
-    let all: [Case; 5] = [("attention_causal", attention_causal), ("attention_paged", attention_paged), ("sample", sample), ("gemm", gemm), ("memory_bound", memory_bound)];
+    let all: [Case; 7] = [
+        ("attention_causal", attention_causal),
+        ("attention_backward", attention_backward),
+        ("attention_paged", attention_paged),
+        ("sample", sample),
+        ("grpo_objective", grpo_objective),
+        ("gemm", gemm),
+        ("memory_bound", memory_bound),
+    ];
     for (op, f) in all {
         if b.wanted(op) {
             f(&b);

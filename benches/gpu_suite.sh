@@ -20,7 +20,7 @@ fi
 bench_status=${PIPESTATUS[0]}
 
 python="${PYTHON:-python3}"
-for peer in attention_sdpa decode_attention sampling_torch; do
+for peer in attention_sdpa decode_attention sampling_torch grpo_objective_torch; do
   echo "== peer: $peer" >&2
   (cd benches/peers && "$python" "$peer.py") 2>&1 | tee -a "$log" | grep -v '^RESULT' >&2
 done

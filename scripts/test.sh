@@ -23,5 +23,9 @@ if [ "$kernels" = 1 ]; then
   LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" ATOMRL_REQUIRE_GPU=1 \
     cargo test --test cuda_parity --test cuda_loss --test cuda_train --test cuda_generation --test cuda_learns
 fi
-# Benchmarks are compiled (not run) so they cannot rot.
+# Benchmarks are compiled (not run) so they cannot rot; the kernel benchmarks also run once at
+# toy sizes on the emulator, so that a case that fails is found before GPU time is spent on it.
 cargo test --benches --no-run
+if [ "$kernels" = 1 ]; then
+  LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" ATOMRL_REQUIRE_GPU=1 ATOMRL_BENCH_SMOKE=1 cargo test --bench cuda_kernels
+fi

@@ -7,6 +7,7 @@
 //! from the same pool.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result};
@@ -15,6 +16,8 @@ use cudarc::driver::{result, sys::CUdeviceptr};
 #[derive(Default)]
 pub struct Pool {
     free: Mutex<HashMap<usize, Vec<CUdeviceptr>>>,
+    /// Bytes held from the driver: in use plus cached.
+    held: AtomicUsize,
 }
 
 fn size_class(bytes: usize) -> usize {
@@ -41,14 +44,22 @@ impl Pool {
                 unsafe { result::malloc_sync(class) }.with_context(|| format!("allocating {class} bytes of GPU memory"))?
             }
         };
+        self.held.fetch_add(class, Ordering::Relaxed);
         Ok(DevBuf { ptr, bytes: class, pool: self.clone() })
+    }
+
+    /// Bytes held from the driver, in use or cached for reuse: the pool's high-water mark
+    /// unless `release_cached` ran since.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Frees every cached buffer (after an allocation failure, or to shrink).
     pub fn release_cached(&self) {
         let mut free = self.free.lock().unwrap();
-        for (_, ptrs) in free.drain() {
+        for (class, ptrs) in free.drain() {
             for p in ptrs {
+                self.held.fetch_sub(class, Ordering::Relaxed);
                 // SAFETY: p came from malloc_sync and is in no live DevBuf.
                 let _ = unsafe { result::free_sync(p) };
             }

@@ -67,6 +67,11 @@ impl CudaBackend {
         self.dev.compute_capability
     }
 
+    /// Device memory the backend holds (in use, or cached by its pool for reuse).
+    pub fn pool_bytes(&self) -> usize {
+        self.pool.held_bytes()
+    }
+
     /// Waits for all queued work; also where an asynchronous kernel fault surfaces.
     pub fn synchronize(&self) -> Result<()> {
         self.dev.synchronize()
