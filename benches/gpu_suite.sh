@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU benchmark suite: atomrl's kernels and the PyTorch peers on the same GPU, one table.
 #   benches/gpu_suite.sh [FILTER]       (FILTER: a substring of the op name, e.g. attention)
-# Needs a GPU, kernels in the build (scripts/install-nvcc.sh) or ATOMRL_BENCH_BIN naming a bench
-# binary built with them, and python3 with torch for the peers (a peer that cannot run says so
-# and is left out of the table).
+# Needs a GPU, kernels in the build (scripts/install-nvcc.sh) or ATOMRL_BENCH_BIN and
+# ATOMRL_TRAIN_BENCH_BIN naming the cuda_kernels and cuda_train_step binaries built with them,
+# and python3 with torch (and transformers, for the train step) for the peers (a peer that
+# cannot run says so and is left out of the table).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 filter="${1:-}"
@@ -19,8 +20,18 @@ else
 fi
 bench_status=${PIPESTATUS[0]}
 
+if [ -z "$filter" ] || [[ train_step == *"$filter"* ]]; then
+  echo "== atomrl train step" >&2
+  if [ -n "${ATOMRL_TRAIN_BENCH_BIN:-}" ]; then
+    ATOMRL_BENCH_STEPS="${ATOMRL_BENCH_STEPS:-2}" "$ATOMRL_TRAIN_BENCH_BIN" --bench 2>&1 | tee -a "$log" | grep -v '^RESULT' >&2
+  else
+    ATOMRL_BENCH_STEPS="${ATOMRL_BENCH_STEPS:-2}" ATOMRL_REQUIRE_KERNELS="${ATOMRL_REQUIRE_KERNELS:-1}" cargo bench --bench cuda_train_step 2>&1 | tee -a "$log" | grep -v '^RESULT' >&2
+  fi
+  [ "${PIPESTATUS[0]}" = 0 ] || bench_status=1
+fi
+
 python="${PYTHON:-python3}"
-for peer in attention_sdpa decode_attention sampling_torch grpo_objective_torch; do
+for peer in attention_sdpa decode_attention sampling_torch grpo_objective_torch train_step_torch; do
   echo "== peer: $peer" >&2
   (cd benches/peers && "$python" "$peer.py") 2>&1 | tee -a "$log" | grep -v '^RESULT' >&2
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, on a machine that has a GPU but no Rust toolchain.
 #
-#   bash scripts/gpu-check.sh pack        # here: build the CUDA tests and the kernel bench in
+#   bash scripts/gpu-check.sh pack        # here: build the CUDA tests and the GPU benches in
 #                                         # release, with every kernel, into .gpu-check/ (~20 MB)
 #   bash scripts/gpu-check.sh run [OUT]   # there, from the repository root with .gpu-check/
 #                                         # beside it: run them, logs and a summary into OUT
@@ -31,7 +31,7 @@ pack)
   args=()
   for t in "${tests[@]}"; do args+=(--test "$t"); done
   { cargo test --release --no-run "${args[@]}" --message-format=json
-    cargo bench --no-run --bench cuda_kernels --message-format=json; } | executables |
+    cargo bench --no-run --bench cuda_kernels --bench cuda_train_step --message-format=json; } | executables |
     while read -r name path; do strip -o "$pack/bin/$name" "$path"; done
   pwd > "$pack/built_in"
   ls -la "$pack/bin"
@@ -57,7 +57,7 @@ run)
     echo "$t: $r ($(grep -E '^test result' "$out/$t.log" | tail -1))" >> "$out/summary.txt"
   done
   echo "== benchmarks" >&2
-  if ATOMRL_BENCH_BIN="$pack/bin/cuda_kernels" timeout 180 bash benches/gpu_suite.sh > "$out/bench.txt" 2> "$out/bench.log"; then
+  if ATOMRL_BENCH_BIN="$pack/bin/cuda_kernels" ATOMRL_TRAIN_BENCH_BIN="$pack/bin/cuda_train_step" timeout 360 bash benches/gpu_suite.sh > "$out/bench.txt" 2> "$out/bench.log"; then
     echo "bench: ok" >> "$out/summary.txt"
   else
     echo "bench: FAILED (see bench.log)" >> "$out/summary.txt"; status=1

@@ -27,5 +27,5 @@ fi
 # toy sizes on the emulator, so that a case that fails is found before GPU time is spent on it.
 cargo test --benches --no-run
 if [ "$kernels" = 1 ]; then
-  LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" ATOMRL_REQUIRE_GPU=1 ATOMRL_BENCH_SMOKE=1 cargo test --bench cuda_kernels
+  LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" ATOMRL_REQUIRE_GPU=1 ATOMRL_BENCH_SMOKE=1 cargo test --bench cuda_kernels --bench cuda_train_step
 fi
