@@ -64,6 +64,103 @@ fn step_flops(cfg: &ModelConfig, n_seqs: usize, len: usize) -> f64 {
     6.0 * params * tokens + attn
 }
 
+/// Seconds of each part of one step.
+struct Timing {
+    gen: f64,
+    fwd: f64,
+    loss: f64,
+    bwd: f64,
+    adamw: f64,
+}
+
+impl Timing {
+    fn train(&self) -> f64 {
+        self.fwd + self.loss + self.bwd + self.adamw
+    }
+}
+
+/// The model, its optimizer and the batch layout: `n_seqs` sequences of `len` tokens, a prompt
+/// of `prompt` tokens each and the loss on the rest.
+struct Run<'a> {
+    g: &'a CudaBackend,
+    cfg: ModelConfig,
+    model: Model<CudaBackend>,
+    opt: AdamWState<CudaBackend>,
+    grads: atomrl::model::Weights<atomrl::backend::cuda::CudaTensor>,
+    prompts: Vec<Vec<u32>>,
+    cu: Vec<u32>,
+    mask: Vec<f32>,
+    n_seqs: usize,
+    len: usize,
+    prompt: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(g: &'a CudaBackend, cfg: ModelConfig, n_seqs: usize, len: usize, prompt: usize) -> anyhow::Result<Self> {
+        let mut rng = Lcg(7);
+        let host = param_infos(&cfg).try_map(|p| {
+            let scale = if p.shape.len() == 1 { 0.0 } else { 0.02 };
+            Ok((0..p.numel()).map(|_| if scale == 0.0 { 1.0 } else { scale * rng.next() }).collect::<Vec<f32>>())
+        })?;
+        let model = Model::from_host(g, cfg.clone(), &host)?;
+        let opt = AdamWState::new(g, &model.weights, Some(&host))?;
+        let grads = model.zero_grads(g)?;
+        let prompts = (0..n_seqs).map(|s| (0..prompt).map(|i| ((s * 7919 + i * 104729) % cfg.vocab_size) as u32).collect()).collect();
+        let cu = (0..=n_seqs).map(|s| (s * len) as u32).collect();
+        let mask = (0..n_seqs * len).map(|r| if r % len >= prompt && r % len < len - 1 { 1.0 } else { 0.0 }).collect();
+        Ok(Run { g, cfg, model, opt, grads, prompts, cu, mask, n_seqs, len, prompt })
+    }
+
+    /// The rollout: every prompt continued to `len` tokens (random weights never stop early).
+    fn rollout(&self, seed: u64) -> anyhow::Result<Vec<u32>> {
+        let sampling = SamplingConfig { temperature: 1.0, max_new_tokens: self.len - self.prompt, seed, ..SamplingConfig::default() };
+        let reqs = self.prompts.iter().enumerate().map(|(i, p)| GenRequest { id: i as u32, prompt: p.clone(), sampling: sampling.clone() }).collect();
+        let out = generate(self.g, &self.model, reqs, &EngineOptions { max_batch: self.n_seqs, ..EngineOptions::default() }, None, |_, _| {})?;
+        let tokens: Vec<u32> = out.iter().flat_map(|c| self.prompts[c.id as usize].iter().chain(&c.completion_ids).copied()).collect();
+        anyhow::ensure!(tokens.len() == self.n_seqs * self.len, "the rollout gave {} tokens, expected {}", tokens.len(), self.n_seqs * self.len);
+        Ok(tokens)
+    }
+
+    /// Rollout, then the training step on it, each part timed to its last kernel.
+    fn step(&mut self, step: u64, recompute: &Recompute) -> anyhow::Result<Timing> {
+        let (g, n) = (self.g, self.n_seqs * self.len);
+        let t0 = Instant::now();
+        let tokens = self.rollout(step)?;
+        g.synchronize()?;
+        let t1 = Instant::now();
+        let totals = LossTotals::of([(&self.mask[..], &self.cu[..])]);
+        let rows = PolicyRows {
+            targets: next_tokens(&tokens, &self.cu),
+            weights: loss_weights(&self.mask, &self.cu, LossAgg::TokenMean, &totals, None),
+            advantages: (0..n).map(|r| if (r / self.len) % 2 == 0 { 1.0 } else { -1.0 }).collect(),
+            old_logp: None,
+            ref_logp: None,
+            rollout_logp: None,
+        };
+        let fwd = self.model.forward_packed(g, self.model.pack(g, &tokens, &self.cu)?, Some(recompute))?;
+        g.synchronize()?;
+        let t2 = Instant::now();
+        for gr in self.grads.visit_mut() {
+            g.fill(gr, 0.0)?;
+        }
+        let mut dh = g.zeros(n * self.cfg.hidden_size)?;
+        let obj = ObjectiveConfig { clip_high: 0.28, kl_coef: 0.0, ..ObjectiveConfig::default() };
+        let grads = Some(LossGrads { d_hidden: &mut dh, d_head: self.grads.head_mut() });
+        policy_loss(g, &fwd.hidden, self.model.weights.head(), self.cfg.hidden_size, self.cfg.vocab_size, &rows, &obj, grads)?;
+        g.synchronize()?;
+        let t3 = Instant::now();
+        self.model.backward(g, &fwd, &dh, &mut self.grads)?;
+        drop(fwd);
+        g.synchronize()?;
+        let t4 = Instant::now();
+        self.opt.step(g, &AdamWConfig::default(), &param_infos(&self.cfg), &mut self.model.weights, &self.grads, 1e-6)?;
+        g.synchronize()?;
+        let t5 = Instant::now();
+        let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        Ok(Timing { gen: secs(t0, t1), fwd: secs(t1, t2), loss: secs(t2, t3), bwd: secs(t3, t4), adamw: secs(t4, t5) })
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     if let Err(why) = cuda_available() {
         println!("skipped: {why}");
@@ -79,84 +176,32 @@ fn main() -> anyhow::Result<()> {
     let cfg = ModelConfig::from_json(if smoke { TOY } else { QWEN25_05B })?;
     // 16 sequences of 1024 tokens: a 256-token prompt and 768 generated, the loss on the latter.
     let (n_seqs, len, prompt) = if smoke { (2usize, 40usize, 8usize) } else { (16, 1024, 256) };
-    let mut rng = Lcg(7);
-    let host = param_infos(&cfg).try_map(|p| {
-        let scale = if p.shape.len() == 1 { 0.0 } else { 0.02 };
-        Ok((0..p.numel()).map(|_| if scale == 0.0 { 1.0 } else { scale * rng.next() }).collect::<Vec<f32>>())
-    })?;
-    let mut model = Model::from_host(&g, cfg.clone(), &host)?;
-    let mut opt = AdamWState::new(&g, &model.weights, Some(&host))?;
-    drop(host);
-    let infos = param_infos(&cfg);
+    let flops = step_flops(&cfg, n_seqs, len);
     let peak = peak_tflops(g.device_name());
     let shape = if smoke { "toy shape" } else { "qwen2.5-0.5b shape" };
     let config = format!("{shape}, {n_seqs}x{len} tokens, recompute {recompute:?}");
     println!("{} ({} params): {config}", g.device_name(), cfg.num_params());
-
-    let prompts: Vec<Vec<u32>> = (0..n_seqs).map(|s| (0..prompt).map(|i| ((s * 7919 + i * 104729) % cfg.vocab_size) as u32).collect()).collect();
-    let cu: Vec<u32> = (0..=n_seqs).map(|s| (s * len) as u32).collect();
-    let mask: Vec<f32> = (0..n_seqs * len).map(|r| if r % len >= prompt && r % len < len - 1 { 1.0 } else { 0.0 }).collect();
-    let totals = LossTotals::of([(&mask[..], &cu[..])]);
-    let obj = ObjectiveConfig { clip_high: 0.28, kl_coef: 0.0, ..ObjectiveConfig::default() };
-    let adamw = AdamWConfig::default();
-    let flops = step_flops(&cfg, n_seqs, len);
-    let mut grads = model.zero_grads(&g)?;
+    let mut run = Run::new(&g, cfg, n_seqs, len, prompt)?;
     println!("{:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6}", "step", "gen s", "fwd s", "loss s", "bwd s", "adamw s", "step s", "tok/s", "MFU");
-    let (mut step_s, mut gen_s) = (Vec::new(), Vec::new());
+    let tokens = (n_seqs * len) as f64;
+    let mut kept = Vec::new();
     for step in 1..=steps {
-        // The rollout: every prompt continued to `len` tokens (random weights never stop early).
-        let t0 = Instant::now();
-        let sampling = SamplingConfig { temperature: 1.0, max_new_tokens: len - prompt, seed: step as u64, ..SamplingConfig::default() };
-        let reqs = prompts.iter().enumerate().map(|(i, p)| GenRequest { id: i as u32, prompt: p.clone(), sampling: sampling.clone() }).collect();
-        let out = generate(&g, &model, reqs, &EngineOptions { max_batch: n_seqs, ..EngineOptions::default() }, None, |_, _| {})?;
-        let tokens: Vec<u32> = out.iter().flat_map(|c| prompts[c.id as usize].iter().chain(&c.completion_ids).copied()).collect();
-        anyhow::ensure!(tokens.len() == n_seqs * len, "the rollout gave {} tokens, expected {}", tokens.len(), n_seqs * len);
-        g.synchronize()?;
-        let t1 = Instant::now();
-
-        let rows = PolicyRows {
-            targets: next_tokens(&tokens, &cu),
-            weights: loss_weights(&mask, &cu, LossAgg::TokenMean, &totals, None),
-            advantages: (0..n_seqs * len).map(|r| if (r / len) % 2 == 0 { 1.0 } else { -1.0 }).collect(),
-            old_logp: None,
-            ref_logp: None,
-            rollout_logp: None,
-        };
-        let fwd = model.forward_packed(&g, model.pack(&g, &tokens, &cu)?, Some(&recompute))?;
-        g.synchronize()?;
-        let t2 = Instant::now();
-        for gr in grads.visit_mut() {
-            g.fill(gr, 0.0)?;
-        }
-        let mut dh = g.zeros(tokens.len() * cfg.hidden_size)?;
-        policy_loss(&g, &fwd.hidden, model.weights.head(), cfg.hidden_size, cfg.vocab_size, &rows, &obj, Some(LossGrads { d_hidden: &mut dh, d_head: grads.head_mut() }))?;
-        g.synchronize()?;
-        let t3 = Instant::now();
-        model.backward(&g, &fwd, &dh, &mut grads)?;
-        drop(fwd);
-        g.synchronize()?;
-        let t4 = Instant::now();
-        opt.step(&g, &adamw, &infos, &mut model.weights, &grads, 1e-6)?;
-        g.synchronize()?;
-        let t5 = Instant::now();
-        let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
-        let train = secs(t1, t5);
+        let t = run.step(step as u64, &recompute)?;
+        let train = t.train();
         println!(
             "{step:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.0} {:>5.1}%",
-            secs(t0, t1), secs(t1, t2), secs(t2, t3), secs(t3, t4), secs(t4, t5), train, tokens.len() as f64 / train, 100.0 * flops / train / 1e12 / peak
+            t.gen, t.fwd, t.loss, t.bwd, t.adamw, train, tokens / train, 100.0 * flops / train / 1e12 / peak
         );
         if step > 1 || steps == 1 {
-            step_s.push(train);
-            gen_s.push(secs(t0, t1));
+            kept.push(t);
         }
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (train, gen) = (mean(&step_s), mean(&gen_s));
-    let tokens = (n_seqs * len) as f64;
     if smoke {
         println!("smoke: train step and rollout ran");
         return Ok(());
     }
+    let train = kept.iter().map(Timing::train).sum::<f64>() / kept.len() as f64;
+    let gen = kept.iter().map(|t| t.gen).sum::<f64>() / kept.len() as f64;
     let report = |what: &str, secs: f64, mfu: bool| {
         let m = if mfu { format!("{:.0}%", 100.0 * flops / secs / 1e12 / peak) } else { "-".into() };
         println!("RESULT|train_step|{what}|atomrl|{:.1}|tok/s|{:.0}|{m}", secs * 1e3, tokens / secs);
