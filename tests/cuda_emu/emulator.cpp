@@ -5,10 +5,12 @@
 // Every launch runs synchronously on the calling thread. A block's threads are fibers (a
 // stack each and a six-register context switch, x86-64 only) that the scheduler below runs until each reaches a barrier: __syncthreads for the
 // block, or a warp-wide operation (shuffle, mma.sync, ldmatrix) for its warp. A barrier that
-// some thread of its block or warp has exited before, or skips, and a block that can make no
-// progress (divergent barriers) fail the launch with a message on stderr.
+// some thread of its block or warp has exited before, or skips, a block that can make no
+// progress (divergent barriers), and a misaligned cp.async or ldmatrix address fail the launch
+// with a message on stderr.
 // cp.async copies land at the cp.async.wait_group that retires their group, the latest moment
 // the hardware may deliver them, so a read that waits too little sees stale data.
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -105,6 +107,7 @@ struct Block {
     const void* params;
     uint3 bdim, gdim, bidx;
     int n = 0, live = 0, arrived = 0, cur = 0;
+    bool descending = false;  // hand off to the previous lane instead of the next
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
     Context sched;
@@ -140,7 +143,8 @@ void yield() {
     Fiber& self = b.fibers[b.cur];
     const int first = b.cur / WARP * WARP, size = b.warps[b.cur / WARP].size;
     for (int k = 1; k < size; ++k) {
-        const int i = first + (b.cur - first + k) % size;
+        const int step = b.descending ? size - k : k;
+        const int i = first + (b.cur - first + step) % size;
         if (b.fibers[i].state == State::Ready) {
             b.cur = i;
             ctx_switch(self.ctx, b.fibers[i].ctx);
@@ -215,13 +219,26 @@ bool run_block(Block& b) {
     }
     b.live = n;
     b.arrived = 0;
-    // Threads run in ascending order in even blocks and descending in odd ones, so that a read
-    // of another thread's write that lacks a barrier sees the stale value in one of them.
-    const bool reverse = (b.bidx.x + b.bidx.y + b.bidx.z) & 1;
+    // Threads start in ascending, descending or shuffled order, by block, so that a read of
+    // another thread's write that lacks a barrier sees the stale value in some of them.
+    std::vector<int> order(n);
+    for (int i = 0; i < n; ++i) order[i] = i;
+    const unsigned mode = (b.bidx.x + b.bidx.y + b.bidx.z) % 3;
+    b.descending = mode == 1;
+    if (mode == 1) std::reverse(order.begin(), order.end());
+    if (mode == 2) {
+        uint32_t x = 0x9e3779b9u ^ (b.bidx.x * 73856093u) ^ (b.bidx.y * 19349663u) ^ (b.bidx.z * 83492791u);
+        for (int i = n - 1; i > 0; --i) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            std::swap(order[i], order[x % (uint32_t)(i + 1)]);
+        }
+    }
     for (;;) {
         bool ran = false, done = true;
         for (int k = 0; k < n; ++k) {
-            const int i = reverse ? n - 1 - k : k;
+            const int i = order[k];
             if (b.fibers[i].state == State::Ready) {
                 b.cur = i;
                 ctx_switch(b.sched, b.fibers[i].ctx);
@@ -341,6 +358,7 @@ void mma_m16n8k16_bf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
 void ldmatrix_x4_trans(uint32_t* r, const void* smem) {
     Warp& w = warp();
     const unsigned g = w.gen & 1;
+    if ((uintptr_t)smem % 16) fail("ldmatrix row address not 16-byte aligned");
     std::memcpy(w.table[g][lane()], &smem, sizeof smem);
     warp_barrier();
     auto row = [&](int l) {
@@ -355,7 +373,10 @@ void ldmatrix_x4_trans(uint32_t* r, const void* smem) {
     }
 }
 
-void cp_async16(void* smem, const void* gmem, int bytes) { fiber().open.push_back(Copy{smem, gmem, bytes}); }
+void cp_async16(void* smem, const void* gmem, int bytes) {
+    if ((uintptr_t)smem % 16 || (bytes && (uintptr_t)gmem % 16)) fail("cp.async.cg with a source or destination not 16-byte aligned");
+    fiber().open.push_back(Copy{smem, gmem, bytes});
+}
 
 void cp_async_commit() {
     Fiber& f = fiber();

@@ -65,6 +65,23 @@ static void cp_async_kernel(const void* p) {
     ((CpAsync*)p)->after_wait = dst[0];
 }
 
+// Thread 0 writes shared memory that thread 1 reads without a barrier between: out[block] is
+// what thread 1 saw.
+static void missing_barrier_kernel(const void* p) {
+    __shared__ int flag;
+    if (threadIdx.x == 0) flag = 0;
+    __syncthreads();
+    if (threadIdx.x == 0) flag = 1;
+    if (threadIdx.x == 1) ((int*)p)[blockIdx.x] = flag;
+}
+
+// cp.async to a destination that is not 16-byte aligned.
+static void misaligned_cp_async_kernel(const void*) {
+    __shared__ __align__(16) int dst[8];
+    static const int src[8] = {};
+    emu::cp_async16(dst + 1, src, 16);
+}
+
 // One mma.m16n8k16 with A[r][c] = r + c / 16 and B[k][n] = k == n: D = A's first 8 columns.
 static void mma_kernel(const void* p) {
     const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
@@ -91,9 +108,14 @@ int main() {
     float sums[3] = {0, 0, 0};
     expect(run(block_sum_kernel, 3, 256, sums) && sums[0] == 32640.0f && sums[2] == 32640.0f, "block sums by shuffles and shared memory");
 
-    fprintf(stderr, "(the next two launches are meant to fail)\n");
+    fprintf(stderr, "(the next three launches are meant to fail)\n");
     expect(!run(divergent_barrier_kernel, 1, 64, nullptr), "a __syncthreads that half the block skips is refused");
     expect(!run(partial_warp_shuffle_kernel, 1, 32, nullptr), "a full-mask shuffle after lanes exited is refused");
+    expect(!run(misaligned_cp_async_kernel, 1, 1, nullptr), "a cp.async to an address that is not 16-byte aligned is refused");
+
+    int seen[3] = {-1, -1, -1};
+    expect(run(missing_barrier_kernel, 3, 32, seen) && (seen[0] != seen[1] || seen[1] != seen[2]),
+           "a read of another thread's write without a barrier sees the old value in some blocks");
 
     CpAsync cp{0, 0};
     expect(run(cp_async_kernel, 1, 1, &cp) && cp.before_wait == 1 && cp.after_wait == 7, "cp.async lands at the wait that retires it");
