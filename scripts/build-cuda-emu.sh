@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Builds the CPU emulator of the CUDA driver and cuBLASLt (tests/cuda_emu) into .cache/cuda-emu:
 # libcuda.so runs kernels/*.cu compiled as host C++, libcublasLt.so the matrix products. With
-# LD_LIBRARY_PATH=.cache/cuda-emu the CUDA backend and its GPU tests run on this CPU.
+# LD_LIBRARY_PATH=.cache/cuda-emu the CUDA backend and its GPU tests run on this CPU. Installs
+# g++ from apt when there is no C++ compiler ($CXX, default g++).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.cache/cuda-emu
 mkdir -p "$out"
 cxx=${CXX:-g++}
+if ! command -v "$cxx" >/dev/null 2>&1; then
+  sudo=""; [[ "$(id -u)" != 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++
+fi
 flags=(-std=c++17 -O2 -fPIC -ffp-contract=off -fno-strict-aliasing -Wall -Wno-unknown-pragmas -Wno-unused-function -DATOMRL_CUDA_EMU
   -Itests/cuda_emu/include -Itests/cuda_emu -Ikernels)
 
