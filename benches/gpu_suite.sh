@@ -3,7 +3,7 @@
 #   benches/gpu_suite.sh [FILTER]       (FILTER: a substring of the op name, e.g. attention)
 # Needs a GPU, kernels in the build (scripts/install-nvcc.sh) or ATOMRL_BENCH_BIN and
 # ATOMRL_TRAIN_BENCH_BIN naming the cuda_kernels and cuda_train_step binaries built with them,
-# and python3 with torch (and transformers, for the train step) for the peers (a peer that
+# and python3 with torch for the peers (a peer that
 # cannot run says so and is left out of the table).
 set -uo pipefail
 cd "$(dirname "$0")/.."
