@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=.gpu-check
-tests=(cuda_parity cuda_loss cuda_train cuda_generation cuda_learns)
+tests=(cuda_parity cuda_loss cuda_train cuda_fixtures cuda_generation cuda_learns)
 
 executables() { # cargo's JSON messages on stdin → "name path" per executable
   python3 -c '

@@ -21,7 +21,7 @@ cargo test
 if [ "$kernels" = 1 ]; then
   bash scripts/build-cuda-emu.sh
   LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" ATOMRL_REQUIRE_GPU=1 \
-    cargo test --test cuda_parity --test cuda_loss --test cuda_train --test cuda_generation --test cuda_learns
+    cargo test --test cuda_parity --test cuda_loss --test cuda_train --test cuda_fixtures --test cuda_generation --test cuda_learns
 fi
 # Benchmarks are compiled (not run) so they cannot rot; the kernel benchmarks also run once at
 # toy sizes on the emulator, so that a case that fails is found before GPU time is spent on it.
