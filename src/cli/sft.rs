@@ -40,7 +40,7 @@ pub fn run(args: SftArgs) -> Result<()> {
     let opts = SftOptions { output: args.output, resume: args.resume, stop_after: None };
     match device {
         Device::Cpu => sft(&Cpu, &cfg, &opts).map(|_| ()),
-        // The GPU training step is written and compiled but has not run on a GPU yet
+        // The GPU training step passes its tests on the CPU emulator but has not run on a GPU yet
         // (docs/kernels.md, "Not done yet").
         Device::Cuda => sft(&CudaBackend::new(0)?, &cfg, &opts).map(|_| ()),
         Device::Auto => unreachable!("resolve_for_training() never returns Auto"),

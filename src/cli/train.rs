@@ -39,7 +39,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let opts = RunOptions { output: args.output, resume: args.resume };
     match device {
         Device::Cpu => train(&Cpu, &cfg, &opts),
-        // The GPU training step is written and compiled but has not run on a GPU yet
+        // The GPU training step passes its tests on the CPU emulator but has not run on a GPU yet
         // (docs/kernels.md, "Not done yet").
         Device::Cuda => train(&CudaBackend::new(0)?, &cfg, &opts),
         Device::Auto => unreachable!("resolve_for_training() never returns Auto"),
