@@ -30,26 +30,27 @@ DEVICE void a_fragments(uint32_t (*f)[4], const bf16* tile, int warp, int g, int
     }
 }
 
-// acc[nn] (16 x 64 per warp, in 8-column blocks) += A (16 x D, fragments) · Bᵀ, B the 64 rows of
-// `tile` (64 x D): the product of this warp's rows with every row of the tile.
-template <int D, int LD>
+// acc[nn] (16 x 8·NB per warp, in 8-column blocks) += A (16 x D, fragments) · Bᵀ, B the first
+// 8·NB rows of `tile` (rows of D): the product of this warp's rows with those rows.
+template <int D, int LD, int NB = ATTN_BN / 8>
 DEVICE void mma_rows(float (*acc)[4], const uint32_t (*a)[4], const bf16* tile, int g, int t4) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
-        for (int nn = 0; nn < ATTN_BN / 8; ++nn) {
+        for (int nn = 0; nn < NB; ++nn) {
             const bf16* b = tile + (nn * 8 + g) * LD + kk * 16 + 2 * t4;
             mma_bf16_16816(acc[nn], a[kk], lds32(b), lds32(b + 8));
         }
     }
 }
 
-// out (16 x D per warp, in 8-column blocks) += X (16 x 64, accumulator layout) · tile (64 x D),
-// X rounded to bf16 and re-packed as A fragments, the tile read by ldmatrix.trans.
-template <int D, int LD>
+// out (16 x D per warp, in 8-column blocks) += X (16 x 16·KB, accumulator layout) · the first
+// 16·KB rows of tile (rows of D), X rounded to bf16 and re-packed as A fragments, the tile read
+// by ldmatrix.trans.
+template <int D, int LD, int KB = ATTN_BN / 16>
 DEVICE void mma_acc_tile(float (*out)[4], const float (*x)[4], const bf16* tile, int lane) {
 #pragma unroll
-    for (int kk = 0; kk < ATTN_BN / 16; ++kk) {
+    for (int kk = 0; kk < KB; ++kk) {
         uint32_t a[4];
         a[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
         a[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
@@ -161,6 +162,7 @@ DEVICE void attention_backward_dq(const AttentionBackwardParams& p) {
 template <int D>
 DEVICE void attention_backward_dkv(const AttentionBackwardParams& p) {
     constexpr int LD = D + 8;
+    constexpr int QN = D > 64 ? 32 : 64;  // queries per pass over the scores
     __shared__ __align__(16) bf16 sQ[ATTN_BN * LD];
     __shared__ __align__(16) bf16 sO[ATTN_BN * LD];  // dO
     __shared__ float sLse[ATTN_BN], sDelta[ATTN_BN];
@@ -209,26 +211,30 @@ DEVICE void attention_backward_dkv(const AttentionBackwardParams& p) {
             }
             cp_async_wait<0>();
             __syncthreads();
-            // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: rows are this warp's keys, columns the tile's queries.
-            float st[ATTN_BM / 8][4], dpt[ATTN_BM / 8][4];
+            // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: rows are this warp's keys, columns the tile's queries,
+            // QN of them at a time (32 at head dim 128, which would spill registers with 64).
 #pragma unroll
-            for (int nn = 0; nn < ATTN_BM / 8; ++nn)
+            for (int q_off = 0; q_off < ATTN_BM; q_off += QN) {
+                float st[QN / 8][4], dpt[QN / 8][4];
 #pragma unroll
-                for (int e = 0; e < 4; ++e) st[nn][e] = dpt[nn][e] = 0.0f;
-            mma_rows<D, LD>(st, kf, sQ, g, t4);
-            mma_rows<D, LD>(dpt, vf, sO, g, t4);
+                for (int nn = 0; nn < QN / 8; ++nn)
 #pragma unroll
-            for (int nn = 0; nn < ATTN_BM / 8; ++nn) {
+                    for (int e = 0; e < 4; ++e) st[nn][e] = dpt[nn][e] = 0.0f;
+                mma_rows<D, LD, QN / 8>(st, kf, sQ + q_off * LD, g, t4);
+                mma_rows<D, LD, QN / 8>(dpt, vf, sO + q_off * LD, g, t4);
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int c = nn * 8 + 2 * t4 + (e & 1), query = q0 + c, key = keys[e >> 1];
-                    const float pr = (key <= query && query < seq_len) ? exp2f(st[nn][e] * scale_log2 - sLse[c]) : 0.0f;
-                    st[nn][e] = pr;                              // Pᵀ
-                    dpt[nn][e] = pr * (dpt[nn][e] - sDelta[c]);  // dSᵀ
+                for (int nn = 0; nn < QN / 8; ++nn) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int c = q_off + nn * 8 + 2 * t4 + (e & 1), query = q0 + c, key = keys[e >> 1];
+                        const float pr = (key <= query && query < seq_len) ? exp2f(st[nn][e] * scale_log2 - sLse[c]) : 0.0f;
+                        st[nn][e] = pr;                              // Pᵀ
+                        dpt[nn][e] = pr * (dpt[nn][e] - sDelta[c]);  // dSᵀ
+                    }
                 }
+                mma_acc_tile<D, LD, QN / 16>(dv, st, sO + q_off * LD, lane);
+                mma_acc_tile<D, LD, QN / 16>(dk, dpt, sQ + q_off * LD, lane);
             }
-            mma_acc_tile<D, LD>(dv, st, sO, lane);
-            mma_acc_tile<D, LD>(dk, dpt, sQ, lane);
             __syncthreads();  // every warp is done with sQ, sO, sLse, sDelta
         }
     }
