@@ -38,21 +38,13 @@ DEVICE void attention_causal_impl(const AttentionCausalParams& p) {
     cp_async_wait<0>();
     __syncthreads();
     uint32_t qf[D / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        const bf16* b = sV + (warp * 16 + g) * LD + kk * 16 + 2 * t4;
-        qf[kk][0] = lds32(b);
-        qf[kk][1] = lds32(b + 8 * LD);
-        qf[kk][2] = lds32(b + 8);
-        qf[kk][3] = lds32(b + 8 * LD + 8);
-    }
+    a_fragments<D, LD>(qf, sV, warp, g, t4);
     __syncthreads();
     load_tile<D, LD>(sV, vg, kv_stride, 0, seq_len);
     cp_async_commit();
 
     float o[D / 8][4];
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    zero_acc<D / 8>(o);
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
     const float scale_log2 = p.scale * ATTN_LOG2E;
     const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
@@ -61,16 +53,8 @@ DEVICE void attention_causal_impl(const AttentionCausalParams& p) {
     for (int j = 0; j < n_tiles; ++j) {
         const int k0 = j * ATTN_BN;
         float s[ATTN_BN / 8][4];
-#pragma unroll
-        for (int nn = 0; nn < ATTN_BN / 8; ++nn) s[nn][0] = s[nn][1] = s[nn][2] = s[nn][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-            for (int nn = 0; nn < ATTN_BN / 8; ++nn) {
-                const bf16* b = sK + (nn * 8 + g) * LD + kk * 16 + 2 * t4;
-                mma_bf16_16816(s[nn], qf[kk], lds32(b), lds32(b + 8));
-            }
-        }
+        zero_acc<ATTN_BN / 8>(s);
+        mma_rows<D, LD>(s, qf, sK, g, t4);
         __syncthreads();  // every warp is done with sK
         if (j + 1 < n_tiles) load_tile<D, LD>(sK, kg, kv_stride, k0 + ATTN_BN, seq_len);
         cp_async_commit();
@@ -115,22 +99,7 @@ DEVICE void attention_causal_impl(const AttentionCausalParams& p) {
 
         cp_async_wait<1>();  // V(j) has landed (K(j+1) may still be in flight)
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < ATTN_BN / 16; ++kk) {
-            uint32_t a[4];
-            a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int nd = 0; nd < D / 16; ++nd) {
-                uint32_t b[4];
-                const int mi = lane >> 3;
-                ldmatrix_x4_trans(b, sV + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * LD + nd * 16 + (mi >> 1) * 8);
-                mma_bf16_16816(o[2 * nd], a, b[0], b[1]);
-                mma_bf16_16816(o[2 * nd + 1], a, b[2], b[3]);
-            }
-        }
+        mma_acc_tile<D, LD>(o, s, sV, lane);
         __syncthreads();  // every warp is done with sV
         if (j + 1 < n_tiles) load_tile<D, LD>(sV, vg, kv_stride, k0 + ATTN_BN, seq_len);
         cp_async_commit();

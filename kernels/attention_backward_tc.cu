@@ -17,54 +17,25 @@
 // cp.async and used after a full wait: no prefetch yet. grid = (tokens/64 + n_seqs, heads).
 #include "tensor_core.cuh"
 
-// A fragments (16 rows of this warp, D columns) of a tile staged in shared memory.
+// Rows [row0, row0 + 64) of `a` and `b` (same row stride) into sa and sb, as one cp.async group.
 template <int D, int LD>
-DEVICE void a_fragments(uint32_t (*f)[4], const bf16* tile, int warp, int g, int t4) {
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        const bf16* b = tile + (warp * 16 + g) * LD + kk * 16 + 2 * t4;
-        f[kk][0] = lds32(b);
-        f[kk][1] = lds32(b + 8 * LD);
-        f[kk][2] = lds32(b + 8);
-        f[kk][3] = lds32(b + 8 * LD + 8);
-    }
+DEVICE void load_pair(bf16* sa, bf16* sb, const bf16* a, const bf16* b, int stride, int row0, int valid) {
+    load_tile<D, LD>(sa, a, stride, row0, valid);
+    load_tile<D, LD>(sb, b, stride, row0, valid);
+    cp_async_commit();
 }
 
-// acc[nn] (16 x 8·NB per warp, in 8-column blocks) += A (16 x D, fragments) · Bᵀ, B the first
-// 8·NB rows of `tile` (rows of D): the product of this warp's rows with those rows.
-template <int D, int LD, int NB = ATTN_BN / 8>
-DEVICE void mma_rows(float (*acc)[4], const uint32_t (*a)[4], const bf16* tile, int g, int t4) {
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-        for (int nn = 0; nn < NB; ++nn) {
-            const bf16* b = tile + (nn * 8 + g) * LD + kk * 16 + 2 * t4;
-            mma_bf16_16816(acc[nn], a[kk], lds32(b), lds32(b + 8));
-        }
-    }
-}
-
-// out (16 x D per warp, in 8-column blocks) += X (16 x 16·KB, accumulator layout) · the first
-// 16·KB rows of tile (rows of D), X rounded to bf16 and re-packed as A fragments, the tile read
-// by ldmatrix.trans.
-template <int D, int LD, int KB = ATTN_BN / 16>
-DEVICE void mma_acc_tile(float (*out)[4], const float (*x)[4], const bf16* tile, int lane) {
-#pragma unroll
-    for (int kk = 0; kk < KB; ++kk) {
-        uint32_t a[4];
-        a[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
-        a[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
-        a[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
-        a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
-#pragma unroll
-        for (int nd = 0; nd < D / 16; ++nd) {
-            uint32_t b[4];
-            const int mi = lane >> 3;
-            ldmatrix_x4_trans(b, tile + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * LD + nd * 16 + (mi >> 1) * 8);
-            mma_bf16_16816(out[2 * nd], a, b[0], b[1]);
-            mma_bf16_16816(out[2 * nd + 1], a, b[2], b[3]);
-        }
-    }
+// This warp's A fragments of rows [row0, row0 + 64) of `a` and `b`, staged through sa and sb
+// (free again on return).
+template <int D, int LD>
+DEVICE void stage_fragments(uint32_t (*fa)[4], uint32_t (*fb)[4], bf16* sa, bf16* sb, const bf16* a, const bf16* b, int stride, int row0, int valid) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    load_pair<D, LD>(sa, sb, a, b, stride, row0, valid);
+    cp_async_wait<0>();
+    __syncthreads();
+    a_fragments<D, LD>(fa, sa, warp, lane >> 2, lane & 3);
+    a_fragments<D, LD>(fb, sb, warp, lane >> 2, lane & 3);
+    __syncthreads();
 }
 
 // Writes a warp's 16 x D accumulator rows (times `scale`) to rows [row0, row0 + 16) of `dst`
@@ -101,15 +72,8 @@ DEVICE void attention_backward_dq(const AttentionBackwardParams& p) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
 
     // Q and dO fragments, staged in sK and sV.
-    load_tile<D, LD>(sK, qg, q_stride, q0, seq_len);
-    load_tile<D, LD>(sV, dog, q_stride, q0, seq_len);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
     uint32_t qf[D / 16][4], dof[D / 16][4];
-    a_fragments<D, LD>(qf, sK, warp, g, t4);
-    a_fragments<D, LD>(dof, sV, warp, g, t4);
-    __syncthreads();
+    stage_fragments<D, LD>(qf, dof, sK, sV, qg, dog, q_stride, q0, seq_len);
 
     // lse (log2 domain) and D of this lane's two rows; rows past the sequence keep P = 0.
     const bool bf_lse = is_bf16(p.bf16_mask, 8);
@@ -125,21 +89,16 @@ DEVICE void attention_backward_dq(const AttentionBackwardParams& p) {
     const float scale_log2 = p.scale * ATTN_LOG2E;
 
     float dq[D / 8][4];
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
+    zero_acc<D / 8>(dq);
     const int n_tiles = (min(q0 + ATTN_BM, seq_len) + ATTN_BN - 1) / ATTN_BN;
     for (int j = 0; j < n_tiles; ++j) {
         const int k0 = j * ATTN_BN;
-        load_tile<D, LD>(sK, kg, kv_stride, k0, seq_len);
-        load_tile<D, LD>(sV, vg, kv_stride, k0, seq_len);
-        cp_async_commit();
+        load_pair<D, LD>(sK, sV, kg, vg, kv_stride, k0, seq_len);
         cp_async_wait<0>();
         __syncthreads();
         float s[ATTN_BN / 8][4], dp[ATTN_BN / 8][4];
-#pragma unroll
-        for (int nn = 0; nn < ATTN_BN / 8; ++nn)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) s[nn][e] = dp[nn][e] = 0.0f;
+        zero_acc<ATTN_BN / 8>(s);
+        zero_acc<ATTN_BN / 8>(dp);
         mma_rows<D, LD>(s, qf, sK, g, t4);
         mma_rows<D, LD>(dp, dof, sV, g, t4);
         // dS = P (dP - D), P = 0 where the key is not visible
@@ -177,21 +136,14 @@ DEVICE void attention_backward_dkv(const AttentionBackwardParams& p) {
     const bool bf_lse = is_bf16(p.bf16_mask, 8);
 
     // K and V fragments of this warp's 16 key rows, staged in sQ and sO.
-    load_tile<D, LD>(sQ, kg, kv_stride, k0, seq_len);
-    load_tile<D, LD>(sO, vg, kv_stride, k0, seq_len);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
     uint32_t kf[D / 16][4], vf[D / 16][4];
-    a_fragments<D, LD>(kf, sQ, warp, g, t4);
-    a_fragments<D, LD>(vf, sO, warp, g, t4);
-    __syncthreads();
+    stage_fragments<D, LD>(kf, vf, sQ, sO, kg, vg, kv_stride, k0, seq_len);
 
     const int keys[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
     const float scale_log2 = p.scale * ATTN_LOG2E;
     float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.0f;
+    zero_acc<D / 8>(dk);
+    zero_acc<D / 8>(dv);
 
     const int n_q_tiles = (seq_len + ATTN_BM - 1) / ATTN_BM;
     for (int hg = 0; hg < group; ++hg) {
@@ -200,9 +152,7 @@ DEVICE void attention_backward_dkv(const AttentionBackwardParams& p) {
         const bf16* dog = (const bf16*)p.d_out + (size_t)seq_start * q_stride + h * D;
         for (int i = tile; i < n_q_tiles; ++i) {
             const int q0 = i * ATTN_BM;
-            load_tile<D, LD>(sQ, qg, q_stride, q0, seq_len);
-            load_tile<D, LD>(sO, dog, q_stride, q0, seq_len);
-            cp_async_commit();
+            load_pair<D, LD>(sQ, sO, qg, dog, q_stride, q0, seq_len);
             for (int r = threadIdx.x; r < ATTN_BM; r += ATTN_THREADS) {
                 const bool ok = q0 + r < seq_len;
                 const int64_t at = (int64_t)(seq_start + (ok ? q0 + r : 0)) * p.n_heads + h;
@@ -216,10 +166,8 @@ DEVICE void attention_backward_dkv(const AttentionBackwardParams& p) {
 #pragma unroll
             for (int q_off = 0; q_off < ATTN_BM; q_off += QN) {
                 float st[QN / 8][4], dpt[QN / 8][4];
-#pragma unroll
-                for (int nn = 0; nn < QN / 8; ++nn)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) st[nn][e] = dpt[nn][e] = 0.0f;
+                zero_acc<QN / 8>(st);
+                zero_acc<QN / 8>(dpt);
                 mma_rows<D, LD, QN / 8>(st, kf, sQ + q_off * LD, g, t4);
                 mma_rows<D, LD, QN / 8>(dpt, vf, sO + q_off * LD, g, t4);
 #pragma unroll

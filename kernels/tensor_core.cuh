@@ -65,6 +65,63 @@ DEVICE void load_tile(bf16* dst, const bf16* src, int stride, int row0, int vali
     }
 }
 
+// A fragments (16 rows of this warp, D columns) of a tile staged in shared memory.
+template <int D, int LD>
+DEVICE void a_fragments(uint32_t (*f)[4], const bf16* tile, int warp, int g, int t4) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const bf16* b = tile + (warp * 16 + g) * LD + kk * 16 + 2 * t4;
+        f[kk][0] = lds32(b);
+        f[kk][1] = lds32(b + 8 * LD);
+        f[kk][2] = lds32(b + 8);
+        f[kk][3] = lds32(b + 8 * LD + 8);
+    }
+}
+
+// acc[nn] (16 x 8·NB per warp, in 8-column blocks) += A (16 x D, fragments) · Bᵀ, B the first
+// 8·NB rows of `tile` (rows of D): the product of this warp's rows with those rows.
+template <int D, int LD, int NB = ATTN_BN / 8>
+DEVICE void mma_rows(float (*acc)[4], const uint32_t (*a)[4], const bf16* tile, int g, int t4) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int nn = 0; nn < NB; ++nn) {
+            const bf16* b = tile + (nn * 8 + g) * LD + kk * 16 + 2 * t4;
+            mma_bf16_16816(acc[nn], a[kk], lds32(b), lds32(b + 8));
+        }
+    }
+}
+
+// out (16 x D per warp, in 8-column blocks) += X (16 x 16·KB, accumulator layout) · the first
+// 16·KB rows of tile (rows of D), X rounded to bf16 and re-packed as A fragments, the tile read
+// by ldmatrix.trans.
+template <int D, int LD, int KB = ATTN_BN / 16>
+DEVICE void mma_acc_tile(float (*out)[4], const float (*x)[4], const bf16* tile, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < KB; ++kk) {
+        uint32_t a[4];
+        a[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
+        a[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
+        a[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+        a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+#pragma unroll
+        for (int nd = 0; nd < D / 16; ++nd) {
+            uint32_t b[4];
+            const int mi = lane >> 3;
+            ldmatrix_x4_trans(b, tile + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * LD + nd * 16 + (mi >> 1) * 8);
+            mma_bf16_16816(out[2 * nd], a, b[0], b[1]);
+            mma_bf16_16816(out[2 * nd + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// Zeroes N accumulator blocks of 4.
+template <int N>
+DEVICE void zero_acc(float (*acc)[4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+}
+
 // The (sequence, 64-row tile) that block blockIdx.x owns when a grid of tokens/64 + n_seqs
 // blocks covers every tile of every sequence in order: the sequence's first token and length,
 // the tile's index within it and its number of tiles. False for blocks past the last tile.
