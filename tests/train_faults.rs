@@ -17,7 +17,7 @@ use atomrl::rl::step::{grade, rollout, step, StepContext};
 use atomrl::rl::tasks::TaskPool;
 use atomrl::rl::trainer::{TrainConfig, Trainer};
 use atomrl::sandbox::Limits;
-use atomrl::skills::{localize, Grade, Grader, GraderConfig, Task};
+use atomrl::skills::{Grade, Grader, GraderConfig, Task};
 use atomrl::tokenizer::Tokenizer;
 
 /// The run's pieces, as `rl::run` assembles them.
@@ -62,20 +62,6 @@ fn get(m: &Metrics, k: &str) -> f64 {
     *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"))
 }
 
-fn text_grade(task: &Task, completion: &str) -> Grade {
-    let o = localize::grade(task, completion);
-    Grade { reward: o.reward, reason: o.reason.as_str().into(), detail: o.detail, metrics: o.metrics, timings: Default::default() }
-}
-
-/// The localize grader, without the sandbox.
-struct Text;
-
-impl Environment for Text {
-    fn grade_batch(&self, items: &[(&Task, &str)]) -> Vec<Grade> {
-        items.iter().map(|(t, c)| text_grade(t, c)).collect()
-    }
-}
-
 /// Grades `alpha` tasks properly, panics on `beta` tasks and returns NaN for `gamma` tasks.
 struct Faulty;
 
@@ -87,7 +73,7 @@ impl Environment for Faulty {
                 if t.instance_id.contains("beta") {
                     panic!("grader bug on {}", t.instance_id);
                 }
-                let mut g = text_grade(t, c);
+                let mut g = run_support::text_grade(t, c);
                 if t.instance_id.contains("gamma") {
                     g.reward = f32::NAN;
                 }
@@ -128,7 +114,7 @@ fn a_nan_loss_skips_the_update_and_leaves_the_state_untouched() {
     // Without filtering, a group of equal rewards still reaches the loss (with advantage 0).
     let s = setup(tmp.path(), None, &["advantages.filter_zero_std=false"]);
     let mut t = trainer(&s);
-    let c = ctx(&s, &Text);
+    let c = ctx(&s, &run_support::Localize);
     // One ordinary step first, so that the optimizer has moments to protect.
     step(&c, &mut t).unwrap();
     let clean = t.model.to_host(&Cpu).unwrap();

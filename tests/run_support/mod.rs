@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use atomrl::model::checkpoint::{save_model_dir, SaveDtype};
 use atomrl::model::ModelConfig;
+use atomrl::rl::environment::Environment;
+use atomrl::skills::{localize, Grade, Task};
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -140,4 +142,37 @@ workers = 2
 /// Every line of a run directory's metrics.jsonl.
 pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The localize skill's pure-text grade, without the sandbox the full grader sets up.
+pub fn text_grade(task: &Task, completion: &str) -> Grade {
+    let o = localize::grade(task, completion);
+    Grade { reward: o.reward, reason: o.reason.as_str().into(), detail: o.detail, metrics: o.metrics, timings: Default::default() }
+}
+
+/// The localize grader, without the sandbox.
+pub struct Localize;
+
+impl Environment for Localize {
+    fn grade_batch(&self, items: &[(&Task, &str)]) -> Vec<Grade> {
+        items.iter().map(|(t, c)| text_grade(t, c)).collect()
+    }
+}
+
+/// The checks of a run of [`write_run`]'s task that must have learned it: `steps` lines, reward
+/// near chance over the first 3 steps and above 0.8 over the last 5, greedy answers all right
+/// at the end, no update skipped. Returns the largest rollout/trainer log-prob mismatch.
+pub fn assert_learned(m: &[serde_json::Value], steps: usize) -> f64 {
+    let rewards: Vec<f64> = m.iter().map(|l| l["reward/mean"].as_f64().unwrap()).collect();
+    eprintln!("rewards per step: {:?}", rewards.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>());
+    assert_eq!(m.len(), steps);
+    let head: f64 = rewards[..3].iter().sum::<f64>() / 3.0;
+    let tail: f64 = rewards[rewards.len() - 5..].iter().sum::<f64>() / 5.0;
+    // Chance: the first answer token is the right one of 13.
+    assert!(head < 0.35, "the random model already solves the task: {rewards:?}");
+    assert!(tail > 0.8, "mean reward of the last 5 steps is {tail:.3}: {rewards:?}");
+    let last = m.last().unwrap();
+    assert_eq!(last["eval/localize/avg@1"].as_f64(), Some(1.0), "greedy answers after training: {last}");
+    assert!(m.iter().all(|l| l["train/skipped_updates"].as_f64() == Some(0.0)));
+    m.iter().filter_map(|l| l["rollout/logprob_mismatch"].as_f64()).fold(0.0, f64::max)
 }
