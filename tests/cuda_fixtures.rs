@@ -9,10 +9,10 @@
 mod gpu_support;
 mod common;
 
-use atomrl::backend::{Backend, KlEstimator, LossGrads};
+use atomrl::backend::{Backend, LossGrads};
 use atomrl::model::checkpoint::read_all;
 use atomrl::model::{param_infos, Model};
-use atomrl::rl::objective::{next_tokens, policy_loss, ObjectiveConfig, PolicyRows};
+use atomrl::rl::objective::policy_loss;
 
 const SCALAR_RTOL: f32 = 0.02;
 const SCALAR_ATOL: f32 = 1e-3;
@@ -30,35 +30,7 @@ fn grpo_matches_pytorch(name: &str) {
     let model = Model::load(g, &dir).unwrap();
     let c = &model.config;
 
-    // Rows b*seq + t for t < seq-1 predict token t+1; the fixtures list those positions only.
-    let rows_of = |per_pos: &[f32]| {
-        let mut out = vec![0.0; ids.len()];
-        for (i, v) in per_pos.iter().enumerate() {
-            out[(i / (seq - 1)) * seq + i % (seq - 1)] = *v;
-        }
-        out
-    };
-    let h = &hp["grpo"];
-    let cfg = ObjectiveConfig {
-        temperature: h["temperature"].as_f64().unwrap() as f32,
-        clip_low: h["eps_low"].as_f64().unwrap() as f32,
-        clip_high: h["eps_high"].as_f64().unwrap() as f32,
-        kl_coef: h["beta"].as_f64().unwrap() as f32,
-        kl_estimator: KlEstimator::K3,
-        chunk_rows: Some(5),
-        ..ObjectiveConfig::default()
-    };
-    let mask = &expected["grpo_mask"].1;
-    let total: f32 = mask.iter().sum();
-    let adv = &expected["grpo_advantages"].1;
-    let rows = PolicyRows {
-        targets: next_tokens(&ids, &cu),
-        weights: rows_of(&mask.iter().map(|m| m / total).collect::<Vec<_>>()),
-        advantages: rows_of(&(0..mask.len()).map(|i| adv[i / (seq - 1)]).collect::<Vec<_>>()),
-        old_logp: Some(rows_of(&expected["grpo_old_logp"].1)),
-        ref_logp: Some(rows_of(&expected["grpo_ref_logp"].1)),
-        rollout_logp: None,
-    };
+    let (cfg, rows) = common::grpo_case(&expected, &hp, &ids, &cu, seq);
     let fwd = model.forward_train(g, &ids, &cu, true).unwrap();
     let mut grads = model.zero_grads(g).unwrap();
     let mut dh = g.zeros(ids.len() * c.hidden_size).unwrap();

@@ -3,18 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use atomrl::backend::cpu::Cpu;
-use atomrl::backend::{AdamW, Backend, KlEstimator, LossGrads};
+use atomrl::backend::{AdamW, Backend, LossGrads};
 use atomrl::model::checkpoint::read_all;
 use atomrl::model::{param_infos, Model, Recompute, Weights};
-use atomrl::rl::objective::{cross_entropy, next_tokens, policy_loss, ObjectiveConfig, PolicyRows};
+use atomrl::rl::objective::{cross_entropy, next_tokens, policy_loss};
 use serde_json::Value;
 
-use common::{fixture, rel_err};
+use common::{fixture, grpo_case, position_rows, rel_err, Expected};
 
-type Expected = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 struct Fixture {
     model: Model<Cpu>,
@@ -48,14 +45,8 @@ fn check_grads(name: &str, f: &Fixture, grads: &Weights<Vec<f32>>, prefix: &str)
     eprintln!("{name}: largest {prefix} relative error {worst:.2e}");
 }
 
-/// Rows `b*seq + t` for `t < seq-1` predict token `t+1`; the last row of each sequence is idle.
 fn row_values(f: &Fixture, per_pos: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; f.ids.len()];
-    for (i, v) in per_pos.iter().enumerate() {
-        let (b, t) = (i / (f.seq - 1), i % (f.seq - 1));
-        out[b * f.seq + t] = *v;
-    }
-    out
+    position_rows(per_pos, f.ids.len(), f.seq)
 }
 
 fn ce(name: &str) {
@@ -89,28 +80,7 @@ fn ce(name: &str) {
 fn grpo(name: &str) {
     let f = load(name);
     let c = &f.model.config;
-    let g = &f.hp["grpo"];
-    let cfg = ObjectiveConfig {
-        temperature: g["temperature"].as_f64().unwrap() as f32,
-        clip_low: g["eps_low"].as_f64().unwrap() as f32,
-        clip_high: g["eps_high"].as_f64().unwrap() as f32,
-        kl_coef: g["beta"].as_f64().unwrap() as f32,
-        kl_estimator: KlEstimator::K3,
-        chunk_rows: Some(5),
-        ..ObjectiveConfig::default()
-    };
-    let mask = &f.expected["grpo_mask"].1;
-    let total: f32 = mask.iter().sum();
-    let adv = &f.expected["grpo_advantages"].1;
-    let per_pos_adv: Vec<f32> = (0..mask.len()).map(|i| adv[i / (f.seq - 1)]).collect();
-    let rows = PolicyRows {
-        targets: next_tokens(&f.ids, &f.cu),
-        weights: row_values(&f, &mask.iter().map(|m| m / total).collect::<Vec<_>>()),
-        advantages: row_values(&f, &per_pos_adv),
-        old_logp: Some(row_values(&f, &f.expected["grpo_old_logp"].1)),
-        ref_logp: Some(row_values(&f, &f.expected["grpo_ref_logp"].1)),
-        rollout_logp: None,
-    };
+    let (cfg, rows) = grpo_case(&f.expected, &f.hp, &f.ids, &f.cu, f.seq);
     let fwd = f.model.forward_train(&Cpu, &f.ids, &f.cu, true).unwrap();
     let mut grads = f.model.zero_grads(&Cpu).unwrap();
     let mut dh = vec![0.0; fwd.hidden.len()];

@@ -1,15 +1,60 @@
 //! Functions shared by the training tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use atomrl::backend::KlEstimator;
 use atomrl::model::ModelConfig;
+use atomrl::rl::objective::{next_tokens, ObjectiveConfig, PolicyRows};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 pub const FAMILIES: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3"];
+
+/// A fixture's `expected.safetensors`: name -> (shape, values).
+pub type Expected = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Per-position values of the fixtures (position t < seq-1 of each sequence predicts token t+1)
+/// as packed rows `b*seq + t`; the last row of each sequence is idle (0).
+pub fn position_rows(per_pos: &[f32], tokens: usize, seq: usize) -> Vec<f32> {
+    let mut out = vec![0.0; tokens];
+    for (i, v) in per_pos.iter().enumerate() {
+        out[(i / (seq - 1)) * seq + i % (seq - 1)] = *v;
+    }
+    out
+}
+
+/// The fixtures' GRPO case: the objective's settings from `expected.json` (`hp["grpo"]`) and the
+/// per-row inputs (token-mean weights over the mask, per-sequence advantages, old and reference
+/// log-probs) of the packed batch `ids` / `cu` of sequences of `seq` tokens.
+pub fn grpo_case(expected: &Expected, hp: &serde_json::Value, ids: &[u32], cu: &[u32], seq: usize) -> (ObjectiveConfig, PolicyRows) {
+    let g = &hp["grpo"];
+    let cfg = ObjectiveConfig {
+        temperature: g["temperature"].as_f64().unwrap() as f32,
+        clip_low: g["eps_low"].as_f64().unwrap() as f32,
+        clip_high: g["eps_high"].as_f64().unwrap() as f32,
+        kl_coef: g["beta"].as_f64().unwrap() as f32,
+        kl_estimator: KlEstimator::K3,
+        chunk_rows: Some(5),
+        ..ObjectiveConfig::default()
+    };
+    let rows_of = |per_pos: &[f32]| position_rows(per_pos, ids.len(), seq);
+    let mask = &expected["grpo_mask"].1;
+    let total: f32 = mask.iter().sum();
+    let adv = &expected["grpo_advantages"].1;
+    let rows = PolicyRows {
+        targets: next_tokens(ids, cu),
+        weights: rows_of(&mask.iter().map(|m| m / total).collect::<Vec<_>>()),
+        advantages: rows_of(&(0..mask.len()).map(|i| adv[i / (seq - 1)]).collect::<Vec<_>>()),
+        old_logp: Some(rows_of(&expected["grpo_old_logp"].1)),
+        ref_logp: Some(rows_of(&expected["grpo_ref_logp"].1)),
+        rollout_logp: None,
+    };
+    (cfg, rows)
+}
 
 /// max |a - b| over max |b| + floor: the whole tensor's error relative to its scale.
 pub fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
