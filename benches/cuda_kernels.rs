@@ -7,28 +7,12 @@
 //! `ATOMRL_BENCH_SMOKE=1` runs every case once at toy sizes instead: a check that the cases run
 //! (the test command does it on the CPU emulator), not a measurement.
 
+mod common;
+
 use std::time::Instant;
 
 use atomrl::backend::cuda::{cuda_available, CudaBackend, CudaTensor, DType};
 use atomrl::backend::{AttnShape, Backend, CausalAttn, Gemm, KlEstimator, LossGrads, LossRows, PagedAttn, PolicyLoss, PolicyLossParams, SampleParams, LOSS_STATS};
-
-/// Dense bf16 tensor-core TFLOP/s and HBM GB/s of the GPUs we expect, by name.
-fn peaks(name: &str) -> (f64, f64) {
-    let n = name.to_ascii_uppercase();
-    if n.contains("H200") {
-        (989.0, 4800.0)
-    } else if n.contains("H100") && n.contains("PCIE") {
-        (756.0, 2000.0)
-    } else if n.contains("H100") {
-        (989.0, 3350.0)
-    } else if n.contains("A100") {
-        (312.0, if n.contains("80GB") { 2039.0 } else { 1555.0 })
-    } else if n.contains("L40S") {
-        (362.0, 864.0)
-    } else {
-        (f64::NAN, f64::NAN)
-    }
-}
 
 struct Bench<'a> {
     g: &'a CudaBackend,
@@ -103,13 +87,8 @@ impl Bench<'_> {
 }
 
 fn rand_tensor(g: &CudaBackend, n: usize, seed: u64, scale: f32) -> CudaTensor {
-    let mut s = seed;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
+    let mut rng = common::Lcg(seed);
+    let v: Vec<f32> = (0..n).map(|_| rng.next() * scale).collect();
     g.from_f32(&v).unwrap()
 }
 
@@ -316,7 +295,7 @@ fn main() {
         return;
     }
     let g = CudaBackend::new(0).expect("starting the CUDA backend");
-    let (tflops_peak, gbs_peak) = peaks(g.device_name());
+    let (tflops_peak, gbs_peak) = common::gpu_peaks(g.device_name());
     println!("device: {} (sm_{}{}, {} SMs), peak {tflops_peak} bf16 TFLOP/s, {gbs_peak} GB/s", g.device_name(), g.compute_capability().0, g.compute_capability().1, g.sm_count());
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let smoke = std::env::var_os("ATOMRL_BENCH_SMOKE").is_some();

@@ -9,6 +9,8 @@
 //! `cargo bench --bench cuda_train_step` (env `ATOMRL_BENCH_STEPS`, default 3;
 //! `ATOMRL_BENCH_RECOMPUTE=1` recomputes every layer's activations in the backward pass).
 
+mod common;
+
 use std::time::Instant;
 
 use atomrl::backend::cuda::{cuda_available, CudaBackend};
@@ -31,28 +33,6 @@ const TOY: &str = r#"{
   "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 512,
   "tie_word_embeddings": true
 }"#;
-
-/// Dense bf16 tensor-core TFLOP/s of the GPUs we expect, by name (as benches/cuda_kernels.rs).
-fn peak_tflops(name: &str) -> f64 {
-    let n = name.to_ascii_uppercase();
-    if n.contains("H100") && n.contains("PCIE") {
-        756.0
-    } else if n.contains("H100") || n.contains("H200") {
-        989.0
-    } else if n.contains("A100") {
-        312.0
-    } else {
-        f64::NAN
-    }
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
 
 /// Flops of one training step: 6 per parameter per token for the matrix products (forward 2,
 /// backward 4; the tied head counted once), plus causal attention's products (4 in the forward,
@@ -97,11 +77,7 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(g: &'a CudaBackend, cfg: ModelConfig, n_seqs: usize, len: usize, prompt: usize) -> anyhow::Result<Self> {
-        let mut rng = Lcg(7);
-        let host = param_infos(&cfg).try_map(|p| {
-            let scale = if p.shape.len() == 1 { 0.0 } else { 0.02 };
-            Ok((0..p.numel()).map(|_| if scale == 0.0 { 1.0 } else { scale * rng.next() }).collect::<Vec<f32>>())
-        })?;
+        let host = common::random_weights(&cfg)?;
         let model = Model::from_host(g, cfg.clone(), &host)?;
         let opt = AdamWState::new(g, &model.weights, Some(&host))?;
         let grads = model.zero_grads(g)?;
@@ -177,7 +153,7 @@ fn main() -> anyhow::Result<()> {
     // 16 sequences of 1024 tokens: a 256-token prompt and 768 generated, the loss on the latter.
     let (n_seqs, len, prompt) = if smoke { (2usize, 40usize, 8usize) } else { (16, 1024, 256) };
     let flops = step_flops(&cfg, n_seqs, len);
-    let peak = peak_tflops(g.device_name());
+    let peak = common::gpu_peaks(g.device_name()).0;
     let shape = if smoke { "toy shape" } else { "qwen2.5-0.5b shape" };
     let config = format!("{shape}, {n_seqs}x{len} tokens, recompute {recompute:?}");
     println!("{} ({} params): {config}", g.device_name(), cfg.num_params());

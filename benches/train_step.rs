@@ -5,11 +5,13 @@
 //! recomputes every layer's activations in the backward pass; `ATOMRL_BENCH_ALL_ROWS=1` puts
 //! every token in the loss; `ATOMRL_BENCH_CHUNK` sets the loss chunk in rows).
 
+mod common;
+
 use std::time::Instant;
 
 use atomrl::backend::cpu::Cpu;
 use atomrl::backend::{AdamW, Backend, LossGrads};
-use atomrl::model::{param_infos, Model, ModelConfig, Recompute};
+use atomrl::model::{Model, ModelConfig, Recompute};
 use atomrl::rl::objective::{next_tokens, policy_loss, LossAgg, LossTotals, ObjectiveConfig, PolicyRows, loss_weights};
 
 const CONFIG: &str = r#"{
@@ -18,14 +20,6 @@ const CONFIG: &str = r#"{
   "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "max_position_embeddings": 8192,
   "tie_word_embeddings": true
 }"#;
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`; under a loaded
 /// machine, CPU time over the thread count bounds what the step would take alone.
@@ -43,11 +37,7 @@ fn main() -> anyhow::Result<()> {
     let recompute = if std::env::var("ATOMRL_BENCH_RECOMPUTE").is_ok_and(|v| v == "1") { Recompute::Always } else { Recompute::Never };
     let be = Cpu;
     let cfg = ModelConfig::from_json(CONFIG)?;
-    let mut rng = Lcg(7);
-    let host = param_infos(&cfg).try_map(|p| {
-        let scale = if p.shape.len() == 1 { 0.0 } else { 0.02 };
-        Ok((0..p.numel()).map(|_| if scale == 0.0 { 1.0 } else { scale * rng.next() }).collect::<Vec<f32>>())
-    })?;
+    let host = common::random_weights(&cfg)?;
     let mut model = Model::from_host(&be, cfg.clone(), &host)?;
     drop(host);
     // By default the loss covers the completion (the last 192 of 256 tokens), as in RL; with
