@@ -46,7 +46,7 @@ fn grpo_matches_pytorch(name: &str) {
     for (info, grad) in param_infos(c).visit().into_iter().zip(grads.visit()) {
         let got = g.to_f32(grad).unwrap();
         let want = &expected[&format!("grpo_grad.{}", info.name)].1;
-        let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let scale = gpu_support::max_abs(want);
         let err = got.iter().zip(want).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
         assert!(err <= GRAD_TOL * scale + 1e-7, "{name}: grpo_grad.{} off by {err} (scale {scale})", info.name);
         worst = worst.max(err / scale.max(1e-30));

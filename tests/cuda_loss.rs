@@ -27,7 +27,7 @@
 #[macro_use]
 mod gpu_support;
 
-use gpu_support::Rng;
+use gpu_support::{max_abs, Rng};
 use atomrl::backend::cpu::loss::{policy_token, PolicyToken};
 use atomrl::backend::cpu::Cpu;
 use atomrl::backend::cuda::{CudaBackend, CudaTensor, DType};
@@ -76,10 +76,6 @@ fn check(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
         let allowed = atol + rtol * w.abs();
         assert!((g - w).abs() <= allowed, "{what}: element {i}: gpu {g} cpu {w} (|diff| {} > {allowed})", (g - w).abs());
     }
-}
-
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |m, x| m.max(x.abs()))
 }
 
 // ---- inputs

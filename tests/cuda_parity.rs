@@ -9,7 +9,7 @@
 #[macro_use]
 mod gpu_support;
 
-use gpu_support::Rng;
+use gpu_support::{max_abs, Rng};
 use std::path::PathBuf;
 
 use atomrl::backend::cpu::Cpu;
@@ -470,10 +470,6 @@ fn check_f32_at_scale(op: &str, what: &str, got: &[f32], want: &[f32], rtol: f32
     if let Some((i, _)) = worst {
         panic!("{op} {what}: element {i}: gpu {} cpu {} (|diff| {} > {rtol}*|cpu| + {atol})", got[i], want[i], (got[i] - want[i]).abs());
     }
-}
-
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |m, x| m.max(x.abs()))
 }
 
 fn up32(g: &CudaBackend, v: &[f32]) -> atomrl::backend::cuda::CudaTensor {

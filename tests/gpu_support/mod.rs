@@ -32,6 +32,11 @@ macro_rules! gpu_or_skip {
     };
 }
 
+/// The largest magnitude in `v` (the scale tolerances are taken against).
+pub fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
 /// The trainer's SplitMix64 generator, so failures reproduce. Each test file adds the draws it
 /// needs in its own `impl Rng`.
 #[allow(dead_code)] // not every test binary draws numbers
